@@ -1,0 +1,66 @@
+"""tools/analysis/benchmark.py: the CPU smoke run, its JSON, and the fused inference model."""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools',
+                      'analysis', 'benchmark.py')
+SMOKE_ARGS = ['--device', 'cpu', '--ours', 'ti', '--peers', 'none', '--batch', '2',
+              '--train-batch', '2', '--img-size', '64', '--iters', '2', '--warmup', '1',
+              '--repeats', '1', '--modes', 'eager']
+
+
+@pytest.fixture(scope='module')
+def benchmark():
+    spec = importlib.util.spec_from_file_location('benchmark_script', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_smoke_run_writes_json(benchmark, tmp_path):
+    out = tmp_path / 'bench.json'
+    returned = benchmark.main(SMOKE_ARGS + ['--out', str(out)])
+    results = json.loads(out.read_text())
+    assert results == json.loads(json.dumps(returned))
+
+    env = results['env']
+    for key in ('device', 'torch', 'timm', 'cuda', 'cudnn', 'python', 'argv', 'date'):
+        assert key in env
+    assert env['args']['ours'] == ['ti'] and env['args']['peers'] == []
+
+    rows = [r for r in results['rows'] if r['model'] == 'VMINet-Ti']
+    assert len(rows) == 1 and len(results['rows']) == 1
+    row = rows[0]
+    assert row['error'] is None
+    assert (row['mode'], row['dtype'], row['batch'], row['img_size']) == ('eager', 'bf16', 2, 64)
+    assert row['img_s'] > 0 and row['train_step_ms'] > 0 and row['latency_b1_ms'] > 0
+    assert row['latency_b1_graph_ms'] is None and row['peak_mb'] is None  # CUDA only
+    assert 1.9 < row['params_m'] < 2.1
+    assert row['reparam'] is True
+    assert results['best'][0]['model'] == 'VMINet-Ti'
+
+
+def test_fused_classifier_matches(benchmark):
+    torch.manual_seed(0)
+    model = benchmark.VMINetClassifier('ti').eval()
+    for m in model.modules():  # non-trivial BN statistics, so the fold is really tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        fused, applied = benchmark.fuse_for_inference(model)
+        assert applied and expected.shape == (2, 1000)
+        torch.testing.assert_close(fused(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_arguments_are_rejected(benchmark):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--device', 'cpu', '--ours', 'xxl'])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--device', 'cpu', '--dtypes', 'int8'])

@@ -1,0 +1,76 @@
+"""Evaluate a checkpoint with the library's own evaluator: top-1 (mmpretrain), COCO bbox/segm
+mAP (mmdet) or mIoU (mmseg), chosen by the config's ``default_scope``.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
+                         [--cfg-options data_root=PATH ...]
+    tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
+
+Prints the metrics and writes them to WORK_DIR/metrics.json.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+import mmvminet  # noqa: F401  (stack fixes + registration before any MM model import)
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from mmvminet.models import CheckpointMismatchError
+from mmvminet.runner_utils import (DataPathError, DictAction, check_data_paths,
+                                   default_work_dir, load_config)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the log and metrics.json go')
+    parser.add_argument('--show-dir', help='draw predictions into WORK_DIR/SHOW_DIR '
+                        '(detection and segmentation)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config keys, e.g. data_root=data/coco')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def build_runner(args) -> Runner:
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint!r}')
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.show_dir:
+        vis = cfg.default_hooks.get('visualization')
+        if vis is None:
+            raise ValueError('--show-dir: this config has no visualization hook')
+        vis.update(draw=True, interval=1, test_out_dir=args.show_dir)
+        vis.pop('enable', None)
+    check_data_paths(cfg, ('test_dataloader', ))
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        runner = build_runner(args)
+    except (DataPathError, FileNotFoundError, CheckpointMismatchError, ValueError) as e:
+        sys.exit(f'error: {e}')
+    metrics = runner.test()
+    if runner.rank == 0:
+        metrics = {k: float(v) if hasattr(v, '__float__') else v for k, v in metrics.items()}
+        print(json.dumps(metrics))
+        os.makedirs(runner.work_dir, exist_ok=True)
+        with open(osp.join(runner.work_dir, 'metrics.json'), 'w') as f:
+            json.dump(metrics, f, indent=1)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

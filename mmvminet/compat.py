@@ -27,7 +27,9 @@ def history_buffer_statistic(owner, name):
     statistics table as ``getattr(HistoryBuffer, 'mean')`` etc. Allowing the real ``getattr``
     would let a checkpoint fetch any attribute of any allowed object; this allows only those."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    # the built-in four are added to the table lazily, by the first HistoryBuffer created
+    allowed = {'min', 'max', 'current', 'mean'} | set(HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and name in allowed:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(f'refused getattr({owner!r}, {name!r}) in a checkpoint')
 

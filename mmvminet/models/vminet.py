@@ -155,6 +155,19 @@ class VMISA(nn.Module):
         self.w_loc = nn.Parameter(torch.ones(()))
         self.out_proj = nn.Conv2d(hidden, channels, 1)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.qk_proj = None  # set by fuse(): q_proj and k_proj as one C -> 2D conv
+
+    @torch.no_grad()
+    def fuse(self):
+        """Inference only: fold the depthwise conv's BN and merge the Q and K projections into
+        one 1x1 conv, so the (B, C, H, W) map is read once and one GEMM runs instead of two."""
+        self.dwconv.fuse()
+        merged = nn.Conv2d(self.q_proj.in_channels, 2 * self.q_proj.out_channels, 1).to(
+            self.q_proj.weight)
+        merged.weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight]))
+        merged.bias.copy_(torch.cat([self.q_proj.bias, self.k_proj.bias]))
+        self.qk_proj = merged
+        del self.q_proj, self.k_proj
 
     def token_weights(self, size: Tuple[int, int]) -> torch.Tensor:
         """alpha for a (H, W) map: (H * W,)."""
@@ -176,7 +189,11 @@ class VMISA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.dwconv(x)
-        qk = F.relu6(self.q_proj(u)) * self.k_proj(u)
+        if self.qk_proj is None:
+            q, k = self.q_proj(u), self.k_proj(u)
+        else:
+            q, k = self.qk_proj(u).chunk(2, dim=1)
+        qk = F.relu6(q) * k
         if self.form == 'matrix':
             context = self.context_vector(qk)
         else:
@@ -321,8 +338,11 @@ class VMINet(BaseModule):
 
     @staticmethod
     def _init_module(m):
-        # truncated normal (std 0.02) for convs, linears and the token weights; BN 1/0.
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        # As the authors' code: truncated normal (std 0.02) for the linear layers only (their
+        # token weights are a Linear, hence alpha too), BatchNorm 1/0; convs keep PyTorch's
+        # default (kaiming-uniform) init. A 0.02-std init of the convs as well makes the
+        # Q*K product start ~100x smaller and training from scratch crawl.
+        if isinstance(m, nn.Linear):
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -362,12 +382,11 @@ class VMINet(BaseModule):
         return self
 
     def fuse(self):
-        """Fold every stem/downsample/depthwise BatchNorm into its conv, for inference.
-
-        The outputs stay equal up to float rounding; training afterwards is not supported.
-        """
-        for m in self.modules():
-            if isinstance(m, ConvNorm):
+        """Inference only: fold every stem/downsample/depthwise BatchNorm into its conv and
+        merge each block's Q and K projections. Outputs stay equal up to float rounding; the
+        fused model has other state-dict keys and is not for training or saving."""
+        for m in list(self.modules()):  # fuse() replaces children: iterate over a copy
+            if isinstance(m, (ConvNorm, VMISA)):
                 m.fuse()
         return self
 

@@ -47,7 +47,7 @@ except ImportError:
 NUM_CLASSES = 1000
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
 MODES = ('eager', 'compile')
-COMPILE_MODE = 'max-autotune-no-cudagraphs'
+COMPILE_MODE = 'max-autotune-no-cudagraphs'  # default of --compile-mode
 OURS = {'ti': 'VMINet-Ti', 'xs': 'VMINet-XS', 's': 'VMINet-S', 'b': 'VMINet-B'}
 # --peers key (the timm name, except SwiftFormer's, looked up at run time) -> table name
 PEERS = {
@@ -113,6 +113,9 @@ def parse_args(argv=None):
     parser.add_argument('--peers', default='all',
                         help=f'timm peers: all, none or some of {",".join(PEERS)}')
     parser.add_argument('--modes', help='eager,compile (default: both on CUDA, eager on CPU)')
+    parser.add_argument('--compile-mode', default=COMPILE_MODE,
+                        help=f'torch.compile mode (default {COMPILE_MODE}; "default" compiles '
+                        'faster)')
     parser.add_argument('--dtypes', default='bf16', help='inference autocast dtypes: '
                         'bf16,fp16,fp32 (default: bf16)')
     parser.add_argument('--batch', type=int, help='inference batch (CUDA default 256)')
@@ -200,11 +203,12 @@ def fuse_for_inference(model: nn.Module):
     return reparameterize_model(model, inplace=True), True
 
 
-def prepare(model: nn.Module, mode: str, device: str) -> nn.Module:
+def prepare(model: nn.Module, mode: str, device: str,
+            compile_mode: str = COMPILE_MODE) -> nn.Module:
     """channels_last on the device, wrapped in torch.compile for the 'compile' mode."""
     model = model.to(device, memory_format=torch.channels_last)
     if mode == 'compile':
-        return torch.compile(model, mode=COMPILE_MODE, dynamic=False)
+        return torch.compile(model, mode=compile_mode, dynamic=False)
     return model
 
 
@@ -288,7 +292,7 @@ def graph_latency(model, dtype, args) -> float:
 def train_step_time(spec: ModelSpec, mode: str, args) -> float:
     """Milliseconds per forward + cross-entropy + backward + AdamW step (bf16 autocast)."""
     model = spec.build().train()
-    runner = prepare(model, mode, args.device)  # moves model's parameters in place
+    runner = prepare(model, mode, args.device, args.compile_mode)  # moves model's parameters in place
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.device == 'cuda')
     x = images(args.train_batch, args)
     target = torch.randint(0, NUM_CLASSES, (args.train_batch, ), device=args.device)
@@ -354,7 +358,7 @@ def benchmark_model(spec: ModelSpec, args) -> List[Dict]:
 
         def build_inference():
             model, fused = fuse_for_inference(spec.build())
-            return prepare(model, mode, args.device), fused
+            return prepare(model, mode, args.device, args.compile_mode), fused
 
         built, _ = measure(f'{mode} build', build_inference, mode_errors, args)
         model, fused = built if built else (None, None)

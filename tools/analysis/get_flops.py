@@ -20,7 +20,7 @@ import torch
 from mmengine.analysis import get_model_complexity_info
 
 from mmvminet.models import VMISA
-from mmvminet.runner_utils import config_scope, load_config
+from mmvminet.runner_utils import DictAction, config_scope, load_config
 
 
 def vmisa_elementwise_macs(model: torch.nn.Module, image_shape) -> int:
@@ -110,10 +110,12 @@ def main(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size (default: 224x224 classification, 800x1280 '
                         'detection, 512x2048 segmentation)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config keys, e.g. model.decode_head.channels=512')
     parser.add_argument('--json', action='store_true', help='print one JSON line')
     args = parser.parse_args(argv)
     try:
-        result = analyse(args.config, args.shape)
+        result = analyse(args.config, args.shape, args.cfg_options)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'error: {e}')
     if args.json:

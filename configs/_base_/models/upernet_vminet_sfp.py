@@ -24,7 +24,7 @@ model = dict(
         scale_factors=(8, 4, 2, 1),
         num_outs=4,
         norm_cfg=dict(type='LayerNorm2d', eps=1e-6)),
-    decode_head=dict(in_channels=[256, 256, 256, 256], channels=256, num_classes=150,
+    decode_head=dict(in_channels=[256, 256, 256, 256], channels=448, num_classes=150,
                      norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=256, in_index=2, channels=256, num_classes=150,
                         norm_cfg=norm_cfg))

@@ -11,9 +11,14 @@ Each fix is targeted, idempotent and tested (tests/test_compat.py):
    modules crash under transformers 5 ("NoneType takes no arguments"). Before
    ``mmpretrain.models`` is first imported, we turn that switch off when transformers >= 5, so
    mmpretrain registers its placeholders instead.
+3. ``atomic_runner_checkpoints``: mmengine's ``Runner.save_checkpoint`` and ``CheckpointHook``
+   write the checkpoint and the ``last_checkpoint`` pointer in place, so a run killed mid-write
+   leaves a truncated file that ``--resume`` then picks. We route both local writes through
+   ``mmvminet.fileio.atomic_open`` (temporary file, fsync, ``os.replace``).
 """
 import importlib.metadata
 import importlib.util
+import os
 import pickle
 import sys
 import warnings
@@ -77,6 +82,38 @@ def disable_mmpretrain_multimodal_under_transformers5():
     dependency.WITH_MULTIMODAL = False
 
 
+def _is_local(path) -> bool:
+    return '://' not in str(path)  # mmengine's other backends are named by URL prefixes
+
+
+def atomic_runner_checkpoints():
+    import mmengine.hooks.checkpoint_hook as checkpoint_hook
+    import mmengine.runner.runner as runner_module
+
+    from .fileio import atomic_open
+    mmengine_save = runner_module.save_checkpoint
+    if getattr(mmengine_save, 'atomic', False):
+        return
+
+    def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
+        if file_client_args is None and backend_args is None and _is_local(filename):
+            with atomic_open(filename, 'wb') as f:
+                torch.save(checkpoint, f)
+        else:
+            mmengine_save(checkpoint, filename, file_client_args, backend_args)
+
+    def pointer_open(file, mode='r', *args, **kwargs):
+        """``open`` as CheckpointHook's module sees it; its only call writes the pointer."""
+        if mode == 'w' and os.path.basename(file) == 'last_checkpoint' and _is_local(file):
+            return atomic_open(file, 'w')
+        return open(file, mode, *args, **kwargs)
+
+    save_checkpoint.atomic = True
+    runner_module.save_checkpoint = save_checkpoint  # the name Runner.save_checkpoint calls
+    checkpoint_hook.open = pointer_open  # shadows the built-in for that module only
+
+
 def apply_all():
     allow_mmengine_checkpoint_types()
     disable_mmpretrain_multimodal_under_transformers5()
+    atomic_runner_checkpoints()

@@ -1,16 +1,23 @@
 """What tools/train.py and tools/test.py share: load a config of any of the three libraries,
-apply command-line overrides, and check the data paths before minutes are spent building things.
+apply command-line overrides, check the data paths before minutes are spent building things,
+add the reliability hooks, and turn the errors a user can fix into one line.
 """
 import os
 import os.path as osp
+import re
+import traceback
 from typing import Optional
 
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: F401 (DictAction re-exported)
 
+from .errors import ReportableError
+from .models.checkpoint import CheckpointReadError, check_checkpoint_fits
+
 SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
+PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
 
 
-class DataPathError(FileNotFoundError):
+class DataPathError(ReportableError, FileNotFoundError):
     """A dataset path in the config that does not exist."""
 
 
@@ -105,3 +112,112 @@ def default_work_dir(config_path: str) -> str:
 def ensure_dir(path: str) -> str:
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def add_custom_hooks(cfg: Config, *types: str):
+    """Append hooks of ``types`` to ``cfg.custom_hooks``, each unless the config has it."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    present = {h.get('type') for h in hooks}
+    cfg.custom_hooks = hooks + [dict(type=t) for t in types if t not in present]
+
+
+def use_checked_image_loading(cfg: Config, skip_bad: bool = False):
+    """Swap each dataset pipeline's ``LoadImageFromFile`` for ``CheckedLoadImageFromFile``."""
+    for _, ds in _dataset_cfgs(cfg):
+        for step in ds.get('pipeline') or []:
+            if isinstance(step, dict) and step.get('type') == 'LoadImageFromFile':
+                step['type'] = 'CheckedLoadImageFromFile'
+                step['skip_bad'] = skip_bad
+
+
+def resume_checkpoint(work_dir: str, resume: str) -> Optional[str]:
+    """The checkpoint ``--resume`` means: ``resume`` itself, or for ``'auto'`` the one that
+    ``work_dir/last_checkpoint`` names (None when there is none: the run starts afresh)."""
+    if resume != 'auto':
+        path = resume
+    else:
+        pointer = osp.join(work_dir, 'last_checkpoint')
+        if not osp.isfile(pointer):
+            return None
+        with open(pointer) as f:
+            path = f.read().strip()
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint to resume from not found: {path!r}'
+                                f'{previous_checkpoint_hint(path)}')
+    return path
+
+
+def previous_checkpoint(path: str) -> Optional[str]:
+    """The checkpoint saved before ``path`` in its folder (``iter_4.pth`` for ``iter_6.pth``)."""
+    folder, name = osp.split(path)
+    match = re.fullmatch(r'(.*?)(\d+)\.pth', name)
+    if not match or not osp.isdir(folder or '.'):
+        return None
+    prefix, step = match.group(1), int(match.group(2))
+    steps = [int(m.group(1)) for m in (re.fullmatch(re.escape(prefix) + r'(\d+)\.pth', f)
+                                       for f in os.listdir(folder or '.')) if m]
+    earlier = [s for s in steps if s < step]
+    return osp.join(folder, f'{prefix}{max(earlier)}.pth') if earlier else None
+
+
+def previous_checkpoint_hint(path: str) -> str:
+    previous = previous_checkpoint(path)
+    return (f'; resume from the previous one with --resume {previous}' if previous else
+            f'; no earlier checkpoint in {osp.dirname(path) or "."}: train again without --resume')
+
+
+def check_resume_checkpoint(model, path: str):
+    """Raise unless ``path`` reads back (``CheckpointReadError``, offering the previous
+    checkpoint) and holds every tensor of ``model`` (``CheckpointMismatchError``)."""
+    try:
+        check_checkpoint_fits(model, path)
+    except CheckpointReadError as e:
+        raise CheckpointReadError(f'checkpoint {path} is corrupt (truncated?)'
+                                  f'{previous_checkpoint_hint(path)}') from e
+
+
+_REGISTRY_MISS = re.compile(r'(\S+) is not in the (?:(\w+)::)?(\w+) registry')
+_DATA_ERRORS = (AssertionError, KeyError, OSError, RuntimeError, ValueError)
+
+
+def user_error_message(e: BaseException) -> Optional[str]:
+    """The one-line message for an error the user fixes from its text, None for anything else
+    (a bug keeps its traceback).
+
+    Those are: ``ReportableError`` and missing files; a type name no registry knows (mmengine's
+    KeyError, a paragraph with a link, is cut to its facts); an error while a dataset loads its
+    annotations; and mmvminet's own argument checks (unknown arch or mask kind, inputs smaller
+    than the network's stride).
+    """
+    if isinstance(e, (ReportableError, FileNotFoundError)):
+        return str(e)
+    if isinstance(e, KeyError) and e.args:
+        miss = _REGISTRY_MISS.match(str(e.args[0]))
+        if miss:
+            name, scope, registry = miss.groups()
+            where = f'scope {scope!r}' if scope else 'any scope'
+            return (f'{registry} type {name!r} is not registered in {where}; check its spelling, '
+                    'or list the module that registers it in custom_imports')
+    dataset = _loading_dataset(e)
+    if dataset is not None and isinstance(e, _DATA_ERRORS):
+        from .hooks import describe_dataset, filter_note
+        if not getattr(dataset, 'data_list', True):  # mmengine fails to serialize an empty list
+            return f'{describe_dataset(dataset)} has no samples{filter_note(dataset)}'
+        return f'{describe_dataset(dataset)} could not be loaded: {type(e).__name__}: {e}'
+    frames = traceback.extract_tb(e.__traceback__)
+    if isinstance(e, (ValueError, TypeError)) and frames and \
+            osp.abspath(frames[-1].filename).startswith(PACKAGE_DIR + os.sep):
+        return str(e)
+    return None
+
+
+def _loading_dataset(e: BaseException):
+    """The dataset whose ``full_init`` (loading and filtering annotations) raised ``e``."""
+    from mmengine.dataset import BaseDataset
+    dataset, tb = None, e.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get('self')
+        if tb.tb_frame.f_code.co_name == 'full_init' and isinstance(owner, BaseDataset):
+            dataset = owner
+        tb = tb.tb_next
+    return dataset

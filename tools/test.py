@@ -5,7 +5,9 @@ mAP (mmdet) or mIoU (mmseg), chosen by the config's ``default_scope``.
                          [--cfg-options data_root=PATH ...]
     tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
 
-Prints the metrics and writes them to WORK_DIR/metrics.json.
+Prints the metrics and writes them to WORK_DIR/metrics.json. A checkpoint that does not fit
+the config's model, and the other errors of docs/reliability.md, end the run with one line,
+``error: ...``, and exit status 1.
 """
 import argparse
 import json
@@ -17,9 +19,11 @@ import mmvminet  # noqa: F401  (stack fixes + registration before any MM model i
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmvminet.models import CheckpointMismatchError
-from mmvminet.runner_utils import (DataPathError, DictAction, check_data_paths,
-                                   default_work_dir, load_config)
+from mmvminet.errors import ReportableError
+from mmvminet.models import check_checkpoint_fits
+from mmvminet.runner_utils import (DictAction, add_custom_hooks, check_data_paths,
+                                   default_work_dir, load_config, use_checked_image_loading,
+                                   user_error_message)
 
 
 def parse_args(argv=None):
@@ -49,20 +53,28 @@ def build_runner(args) -> Runner:
     if args.show_dir:
         vis = cfg.default_hooks.get('visualization')
         if vis is None:
-            raise ValueError('--show-dir: this config has no visualization hook')
+            raise ReportableError('--show-dir: this config has no visualization hook')
         vis.update(draw=True, interval=1, test_out_dir=args.show_dir)
         vis.pop('enable', None)
+    add_custom_hooks(cfg, 'CheckDatasetsHook')
+    use_checked_image_loading(cfg)
     check_data_paths(cfg, ('test_dataloader', ))
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    # mmengine loads it non-strictly: another variant would only log warnings, then score ~0
+    check_checkpoint_fits(runner.model, args.checkpoint)
+    return runner
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         runner = build_runner(args)
-    except (DataPathError, FileNotFoundError, CheckpointMismatchError, ValueError) as e:
-        sys.exit(f'error: {e}')
-    metrics = runner.test()
+        metrics = runner.test()
+    except Exception as e:
+        message = user_error_message(e)
+        if message is None:
+            raise
+        sys.exit(f'error: {message}')
     if runner.rank == 0:
         metrics = {k: float(v) if hasattr(v, '__float__') else v for k, v in metrics.items()}
         print(json.dumps(metrics))

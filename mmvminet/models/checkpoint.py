@@ -11,13 +11,20 @@ from typing import Dict, Optional
 
 import torch
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner.checkpoint import _load_checkpoint
 
+from ..errors import ReportableError
+from ..fileio import atomic_open
 from .vminet import convert_official_state_dict, is_official_state_dict
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ReportableError, ValueError):
     """A checkpoint that does not fit the model it is loaded into."""
+
+
+class CheckpointReadError(CheckpointMismatchError):
+    """A checkpoint file that cannot be read back: truncated by a crash, or not a torch file."""
 
 
 def read_state_dict(path: str, map_location='cpu', use_ema: bool = False) -> Dict[str, torch.Tensor]:
@@ -32,7 +39,7 @@ def read_state_dict(path: str, map_location='cpu', use_ema: bool = False) -> Dic
         try:
             checkpoint = _load_checkpoint(path, map_location=map_location)
         except Exception as e:  # torch's own error names no path
-            raise CheckpointMismatchError(f'cannot read checkpoint {path!r}: {e}') from e
+            raise CheckpointReadError(f'cannot read checkpoint {path!r}: {e}') from e
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(f'{path!r} is not a checkpoint dict '
                                       f'(found {type(checkpoint).__name__})')
@@ -107,8 +114,23 @@ def infer_official_arch(state_dict: Dict[str, torch.Tensor]) -> dict:
     return dict(base_dim=base_dim, ratio=ratio, depths=depths)
 
 
+def check_checkpoint_fits(model: torch.nn.Module, path: str, part: Optional[str] = None):
+    """Raise ``CheckpointMismatchError`` unless ``path`` holds every tensor of ``model`` (or of
+    its submodule ``part``, e.g. ``'backbone'``) with the model's shape.
+
+    mmengine's ``load_from`` and resume load non-strictly: a checkpoint of another variant or
+    model only logs warnings and leaves the mismatching weights as initialised.
+    """
+    if is_model_wrapper(model):  # distributed runs wrap the model
+        model = model.module
+    state_dict = read_state_dict(path)
+    if part:
+        state_dict = backbone_state_dict(state_dict, f'{part}.', repr(path))
+        model = getattr(model, part)
+    check_state_dict(model, state_dict, repr(path))
+
+
 def save_checkpoint_atomic(checkpoint: dict, path: str):
-    """Write to ``path + '.tmp'`` then rename: a crash never leaves a half-written ``path``."""
-    tmp = f'{path}.tmp'
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through ``atomic_open``: a crash never leaves a half-written ``path``."""
+    with atomic_open(path, 'wb') as f:
+        torch.save(checkpoint, f)

@@ -48,7 +48,12 @@ def build_mask(kind: str, num_tokens: int, channels: int, device=None, dtype=tor
     """
     t = torch.arange(num_tokens, device=device)[:, None]
     n = torch.arange(channels, device=device)[None, :]
-    b = min(num_tokens, channels)
+    if torch.is_tensor(num_tokens):
+        # a traced size (ONNX export): Python's min() would freeze the branch the example
+        # input took into the graph, wrong at other input sizes; torch.clamp stays an op
+        b = torch.clamp(num_tokens, max=channels)
+    else:
+        b = min(num_tokens, channels)
     if kind == 'lower_triangular':
         mask = n <= t
     elif kind == 'banded':

@@ -1,7 +1,8 @@
 """mmengine hooks that make runs resume exactly and stop them with a clear message.
 
 tools/train.py adds ``RNGStateHook``, ``StopOnNonFiniteLossHook`` and ``CheckDatasetsHook`` to
-every run, and ``AmpOverflowHook`` to ``--amp`` runs; other configs can name them in
+every run, and ``AmpOverflowHook`` to ``--amp`` runs (``MeanLossAcrossRanksHook`` is for
+comparing runs on different numbers of GPUs); other configs can name them in
 ``custom_hooks`` once ``mmvminet`` is imported.
 """
 import logging
@@ -10,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
@@ -137,6 +139,28 @@ class StopOnNonFiniteLossHook(Hook):
         raise NonFiniteLossError(f'{what} at iteration {runner.iter + 1}; training stopped '
                                  f'without saving this state, {kept} (lower the learning rate, '
                                  'or clip gradients, before resuming)')
+
+
+@HOOKS.register_module()
+class MeanLossAcrossRanksHook(Hook):
+    """Log each iteration's losses averaged over all processes, not rank 0's alone.
+
+    Under DDP every process computes its losses on its share of the batch and mmengine logs
+    rank 0's, the curve of one process of N. The average (one small all-reduce an iteration) is
+    the whole batch's, so that curves of runs on different numbers of GPUs can be compared
+    (tools/analysis/check_multi_gpu.py). ``HIGHEST`` priority: before ``RuntimeInfoHook``
+    records the values for the logger.
+    """
+    priority = 'HIGHEST'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs: Optional[dict] = None):
+        if not outputs or runner.world_size == 1:
+            return
+        keys = list(outputs)
+        values = torch.tensor([float(outputs[k]) for k in keys], dtype=torch.float64)
+        all_reduce(values, op='mean')  # moves it to the backend's device and back
+        outputs.update(zip(keys, values.tolist()))
 
 
 @HOOKS.register_module()

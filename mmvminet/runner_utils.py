@@ -1,12 +1,14 @@
 """What tools/train.py and tools/test.py share: load a config of any of the three libraries,
 apply command-line overrides, check the data paths before minutes are spent building things,
-add the reliability hooks, and turn the errors a user can fix into one line.
+add the reliability hooks, fit distributed settings to the machine, and turn the errors a user
+can fix into one line.
 """
+import datetime
 import os
 import os.path as osp
 import re
 import traceback
-from typing import Optional
+from typing import List, Optional
 
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: F401 (DictAction re-exported)
 
@@ -107,6 +109,104 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
 
 def default_work_dir(config_path: str) -> str:
     return osp.join('work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+# Devices whose tensors torch's SyncBatchNorm reduces across processes (it raises on CPU ones).
+SYNC_BN_DEVICES = ('cuda', 'xpu', 'hpu')
+
+
+def backend_usable(backend: str, device: str) -> bool:
+    """Whether torch.distributed's ``backend`` can run on ``device`` (unknown ones are trusted:
+    device plugins bring their own)."""
+    import torch.distributed as dist
+    checks = {'nccl': lambda: device == 'cuda' and dist.is_nccl_available(),
+              'gloo': dist.is_gloo_available, 'mpi': dist.is_mpi_available}
+    return checks.get(backend, lambda: True)()
+
+
+def sync_bn_supported(device: str) -> bool:
+    """Whether SyncBatchNorm can synchronise on ``device`` ('cpu', 'cuda', ...)."""
+    return device in SYNC_BN_DEVICES
+
+
+def _sync_bn_to_bn(node) -> int:
+    """Turn every ``type='SyncBN'`` norm config under ``node`` into ``'BN'``; how many there were."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _sync_bn_to_bn(value)
+    elif isinstance(node, (list, tuple)):
+        count += sum(_sync_bn_to_bn(value) for value in node)
+    return count
+
+
+def prepare_distributed(cfg: Config, launcher: str, device: str) -> List[str]:
+    """Fit ``cfg``'s distributed settings to a machine whose training device is ``device``;
+    the notes to log. Only edits ``cfg``, and only when ``launcher`` is not ``'none'``.
+
+    * ``env_cfg.dist_cfg.backend``: the config's (the MM runtimes all say ``nccl``) when it can
+      run here, else gloo, so that ``--launcher pytorch`` also works on CPU machines.
+    * on a device SyncBatchNorm cannot reduce on (CPU), ``sync_bn`` is dropped and ``SyncBN``
+      norms become BN: statistics stay per process instead of the run failing at its first
+      forward. On GPUs both are kept (mmengine converts at DDP wrap time).
+    * on CPU, DDP is given no ``device_ids`` (mmengine passes ``[LOCAL_RANK]``, a GPU index,
+      which DDP rejects for CPU modules).
+    """
+    if launcher == 'none':
+        return []
+    notes = []
+    dist_cfg = cfg.setdefault('env_cfg', ConfigDict()).setdefault('dist_cfg', ConfigDict())
+    requested = dist_cfg.get('backend')
+    if not requested or not backend_usable(requested, device):
+        dist_cfg['backend'] = 'nccl' if device == 'cuda' else 'gloo'
+        if requested:
+            notes.append(f'env_cfg.dist_cfg.backend={requested!r} cannot run on {device}: '
+                         f'using {dist_cfg["backend"]!r}')
+    if not sync_bn_supported(device):
+        dropped = cfg.pop('sync_bn', None)
+        converted = _sync_bn_to_bn(cfg.get('model'))
+        if dropped or converted:
+            notes.append(f'SyncBN does not run on {device}: BatchNorm statistics stay per '
+                         f'process (sync_bn={dropped!r} ignored, {converted} SyncBN norm(s) '
+                         'made BN)')
+    if device == 'cpu':
+        wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(
+            type='MMDistributedDataParallel', broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        if wrapper.get('type', 'MMDistributedDataParallel') in ('MMDistributedDataParallel',
+                                                                  'DistributedDataParallel'):
+            wrapper['device_ids'] = None
+        cfg.model_wrapper_cfg = wrapper
+    return notes
+
+
+def init_distributed(cfg: Config, launcher: str, device: str):
+    """Start the process group for a CPU run, which mmengine cannot (it calls
+    ``torch.cuda.set_device`` first); on accelerators mmengine's ``Runner`` does it."""
+    import torch.distributed as dist
+    if launcher == 'none' or device != 'cpu' or dist.is_initialized():
+        return
+    if launcher != 'pytorch':
+        raise ReportableError(f'--launcher {launcher} needs a GPU; on CPU machines launch with '
+                              'torchrun (tools/dist_train.sh, --launcher pytorch)')
+    kwargs = dict(cfg.env_cfg.dist_cfg)
+    kwargs.pop('init_backend', None)  # mmengine's choice of torch/deepspeed/colossalai init
+    if 'timeout' in kwargs:  # seconds in configs, as mmengine reads it
+        kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
+    dist.init_process_group(**kwargs)
+
+
+def log_distributed(runner, notes: List[str]):
+    """Log the adjustments ``prepare_distributed`` made and, for a distributed run, its size."""
+    for note in notes:
+        runner.logger.warning(note)
+    if runner.distributed:
+        import torch.distributed as dist
+        runner.logger.info(f'distributed: launcher {runner.launcher}, world_size '
+                           f'{runner.world_size}, backend {dist.get_backend()}')
 
 
 def ensure_dir(path: str) -> str:

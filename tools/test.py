@@ -1,7 +1,7 @@
 """Evaluate a checkpoint with the library's own evaluator: top-1 (mmpretrain), COCO bbox/segm
 mAP (mmdet) or mIoU (mmseg), chosen by the config's ``default_scope``.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out PKL]
                          [--cfg-options data_root=PATH ...]
     tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
 
@@ -16,14 +16,16 @@ import os.path as osp
 import sys
 
 import mmvminet  # noqa: F401  (stack fixes + registration before any MM model import)
+from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmvminet.errors import ReportableError
 from mmvminet.models import check_checkpoint_fits
 from mmvminet.runner_utils import (DictAction, add_custom_hooks, check_data_paths,
-                                   default_work_dir, load_config, use_checked_image_loading,
-                                   user_error_message)
+                                   default_work_dir, init_distributed, load_config,
+                                   log_distributed, prepare_distributed,
+                                   use_checked_image_loading, user_error_message)
 
 
 def parse_args(argv=None):
@@ -33,6 +35,8 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where the log and metrics.json go')
     parser.add_argument('--show-dir', help='draw predictions into WORK_DIR/SHOW_DIR '
                         '(detection and segmentation)')
+    parser.add_argument('--out', help='also pickle the predictions, one per test image in '
+                        'dataset order (gathered from every process, padding dropped)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config keys, e.g. data_root=data/coco')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -47,6 +51,7 @@ def build_runner(args) -> Runner:
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint!r}')
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
+    notes = prepare_distributed(cfg, args.launcher, get_device())
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
     cfg.load_from = args.checkpoint
     cfg.resume = False
@@ -56,10 +61,19 @@ def build_runner(args) -> Runner:
             raise ReportableError('--show-dir: this config has no visualization hook')
         vis.update(draw=True, interval=1, test_out_dir=args.show_dir)
         vis.pop('enable', None)
+    if args.out:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ReportableError(f'--out {args.out}: the predictions are pickled; name a .pkl')
+        evaluators = cfg.test_evaluator
+        evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+        cfg.test_evaluator = evaluators + [dict(type='mmengine.DumpResults',
+                                                out_file_path=args.out)]
     add_custom_hooks(cfg, 'CheckDatasetsHook')
     use_checked_image_loading(cfg)
     check_data_paths(cfg, ('test_dataloader', ))
+    init_distributed(cfg, args.launcher, get_device())
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    log_distributed(runner, notes)
     # mmengine loads it non-strictly: another variant would only log warnings, then score ~0
     check_checkpoint_fits(runner.model, args.checkpoint)
     return runner

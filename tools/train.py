@@ -14,13 +14,15 @@ import sys
 
 import mmvminet  # noqa: F401  (stack fixes + registration before any MM model import)
 import torch
+from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmvminet.errors import ReportableError
 from mmvminet.models import check_checkpoint_fits
 from mmvminet.runner_utils import (DictAction, add_custom_hooks, check_data_paths,
-                                   check_resume_checkpoint, default_work_dir, load_config,
+                                   check_resume_checkpoint, default_work_dir, init_distributed,
+                                   load_config, log_distributed, prepare_distributed,
                                    resume_checkpoint, use_checked_image_loading,
                                    user_error_message)
 
@@ -52,6 +54,7 @@ def parse_args(argv=None):
 def build_runner(args) -> Runner:
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
+    notes = prepare_distributed(cfg, args.launcher, get_device())
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
     if args.amp:
         if not torch.cuda.is_available():  # mmengine's AmpOptimWrapper asserts on it
@@ -69,7 +72,9 @@ def build_runner(args) -> Runner:
         add_custom_hooks(cfg, 'AmpOverflowHook')
     use_checked_image_loading(cfg, skip_bad=args.skip_bad_images)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
+    init_distributed(cfg, args.launcher, get_device())
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    log_distributed(runner, notes)
     # mmengine loads checkpoints non-strictly: another variant would only log warnings
     if resume_from:
         check_resume_checkpoint(runner.model, resume_from)

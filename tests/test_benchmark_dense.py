@@ -1,0 +1,136 @@
+"""tools/analysis/benchmark_dense.py: config edits, ratios, failures as data, CPU smoke runs."""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools',
+                      'analysis', 'benchmark_dense.py')
+TINY = ['--device', 'cpu', '--det-shape', '64', '96', '--seg-shape', '64', '64', '--steps', '1',
+        '--warmup', '0']
+
+
+@pytest.fixture(scope='module')
+def dense():
+    spec = importlib.util.spec_from_file_location('benchmark_dense_script', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared CPU, more threads make these runs several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(dense, tmp_path, models):
+    out = tmp_path / 'dense.json'
+    returned = dense.main(TINY + ['--models', models, '--out', str(out)])
+    results = json.loads(out.read_text())
+    assert results == json.loads(json.dumps(returned))
+    return results
+
+
+def check_row(row, task, shape):
+    assert row['errors'] == [], row['errors']
+    assert (row['task'], row['precision'], row['batch'], row['shape']) == (task, 'fp32', 2, shape)
+    assert row['params_m'] > 10
+    for phase in ('train', 'infer'):
+        assert row[f'{phase}_ms'] > 0 and row[f'{phase}_p90_ms'] == row[f'{phase}_ms']
+        assert row[f'{phase}_img_s'] == pytest.approx(2e3 / row[f'{phase}_ms'])
+        assert row[f'{phase}_peak_gib'] is None  # CUDA only
+    assert row['train_skipped_steps'] == 0
+
+
+@pytest.mark.slow  # 30-75 s on 2 shared cores: the RoI heads cost the same at any image size
+def test_cpu_smoke_run_vminet(dense, tmp_path, one_thread):
+    results = run(dense, tmp_path, 'mask_rcnn_vminet_s,upernet_vminet_s')
+    env = results['env']
+    for key in ('device', 'torch', 'mmcv', 'mmengine', 'mmdet', 'mmseg', 'python', 'date'):
+        assert env[key]
+    assert env['command'].startswith('python tools/analysis/benchmark_dense.py --device cpu')
+    assert env['args']['models'] == ['mask_rcnn_vminet_s', 'upernet_vminet_s']
+
+    det, seg = results['rows']
+    assert (det['model'], seg['model']) == ('Mask R-CNN VMINet-S', 'UperNet VMINet-S')
+    check_row(det, 'det', [64, 96])
+    check_row(seg, 'seg', [64, 64])
+    assert det['cudnn_benchmark'] is False and seg['cudnn_benchmark'] is True  # the libraries'
+    assert det['train_speedup_vs_swin'] is None  # no Swin-T in this run
+
+
+@pytest.mark.slow
+def test_cpu_smoke_run_swin(dense, tmp_path, one_thread):
+    """mmdet's and mmseg's own Swin-T configs load, build without downloads and run."""
+    results = run(dense, tmp_path, 'mask_rcnn_swin_t,upernet_swin_t')
+    det, seg = results['rows']
+    check_row(det, 'det', [64, 96])
+    check_row(seg, 'seg', [64, 64])
+    assert det['train_speedup_vs_swin'] == 1.0 and seg['infer_speedup_vs_swin'] == 1.0
+
+
+def test_prepare_config(dense):
+    args = dense.parse_args(['--device', 'cpu', '--seg-shape', '256', '320'])
+    args.device = 'cuda'  # the AMP settings only need a config, not a GPU
+    det = dense.prepare_config(dense.load_config(dense.resolve_config(
+        dense.SPECS['mask_rcnn_swin_t'].config)), 'det', args)
+    assert det.model.backbone.init_cfg is None and det.model.test_cfg.rcnn.score_thr == 0.0
+    assert det.optim_wrapper.type == 'AmpOptimWrapper' and det.optim_wrapper.dtype == 'float16'
+    assert det.optim_wrapper.loss_scale == 'dynamic'
+    assert det.optim_wrapper.optimizer.type == 'AdamW' and 'paramwise_cfg' in det.optim_wrapper
+    assert dense.num_classes(det, 'det') == 80
+
+    seg = dense.prepare_config(dense.load_config(dense.resolve_config(
+        dense.SPECS['upernet_vminet_s'].config)), 'seg', args)
+    assert seg.model.backbone.init_cfg is None and seg.model.pretrained is None
+    assert seg.model.data_preprocessor.size == (256, 320)
+    assert seg.optim_wrapper.dtype == 'bfloat16' and not seg.optim_wrapper.loss_scale.enabled
+    assert seg.optim_wrapper.optimizer.lr == 6e-5
+    assert dense.num_classes(seg, 'seg') == 150
+
+    args.device = 'cpu'
+    cpu = dense.prepare_config(dense.load_config(dense.resolve_config(
+        dense.SPECS['upernet_vminet_s'].config)), 'seg', args)
+    assert cpu.optim_wrapper.type == 'OptimWrapper' and 'dtype' not in cpu.optim_wrapper
+
+
+def test_failure_is_recorded_not_fatal(dense, tmp_path, monkeypatch):
+    monkeypatch.setitem(dense.SPECS, 'mask_rcnn_swin_t',
+                        dense.DenseSpec('Mask R-CNN Swin-T', 'det', 'mmdet::swin/missing.py'))
+    results = run(dense, tmp_path, 'mask_rcnn_swin_t')
+    row, = results['rows']
+    assert len(row['errors']) == 1 and row['errors'][0].startswith('build: FileNotFoundError')
+    assert 'mmdet config swin/missing.py not found' in row['errors'][0]
+    assert row['train_ms'] is None and row['infer_ms'] is None
+    assert '| build: FileNotFoundError |' in dense.markdown_table(results['rows'])
+
+
+def test_ratios_and_table(dense):
+    rows = [dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16', params_m=33.4,
+                 train_ms=100.0, train_p90_ms=110.0, train_img_s=20.0, train_peak_gib=6.0,
+                 errors=[]),
+            dict(key='mask_rcnn_swin_t', model='B', task='det', precision='fp16', params_m=47.8,
+                 train_ms=150.0, train_p90_ms=160.0, train_img_s=13.3, train_peak_gib=8.0,
+                 errors=['infer: OutOfMemoryError: CUDA out of memory']),
+            dict(key='upernet_vminet_s', model='C', task='seg', precision='bf16', params_m=38.3,
+                 train_ms=50.0, errors=[])]
+    dense.add_ratios(rows)
+    assert rows[0]['train_speedup_vs_swin'] == 1.5 and rows[0]['train_mem_vs_swin'] == 0.75
+    assert rows[1]['train_speedup_vs_swin'] == 1.0 and rows[0]['infer_speedup_vs_swin'] is None
+    assert rows[2]['train_speedup_vs_swin'] is None  # its baseline did not run
+    lines = dense.markdown_table(rows).splitlines()
+    assert len(lines) == 5 and lines[2].startswith('| A | det | fp16 | 33.40 | 100.0 (110.0) |')
+    assert '| 1.50x | 0.75 |' in lines[2] and lines[3].endswith('| infer: OutOfMemoryError |')
+
+
+def test_bad_arguments_are_rejected(dense):
+    for argv in (['--models', 'mask_rcnn_r50'], ['--steps', '0'], ['--no-train', '--no-infer']):
+        with pytest.raises(SystemExit):
+            dense.parse_args(['--device', 'cpu'] + argv)
+    assert dense.parse_args(['--device', 'cpu']).models == list(dense.SPECS)

@@ -37,6 +37,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale_factor=1.0, keep_ratio=True),  # sets scale_factor for the mask head
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
@@ -74,5 +75,5 @@ param_scheduler = [
          milestones=[9, 11], gamma=0.1),
 ]
 default_hooks = dict(logger=dict(type='LoggerHook', interval=10),
-                     checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=1))
+                     checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=2))
 randomness = dict(seed=0)

@@ -21,8 +21,9 @@ the other images.
 Usage::
 
     python tools/data/make_shapes_dataset.py --out data/shapes [--seed 0]
-        [--img-size 128] [--num-train-cls 400] [--num-val-cls 100]
-        [--num-train-scenes 300] [--num-val-scenes 60] [--force]
+        [--img-size 128] [--num-train-cls 3000] [--num-val-cls 500]
+        [--num-train-scenes 300] [--num-val-scenes 60] [--texture-contrast 0.3]
+        [--force]
 """
 import argparse
 import io
@@ -40,12 +41,13 @@ from PIL import Image, ImageDraw
 # in sorted order; COCO category ids and label-map values follow the same
 # order (CLASSES[i] is category id i + 1 and label value i + 1).
 CLASSES = ('circle', 'ring', 'square', 'star', 'triangle')
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 JPEG_QUALITY = 95
 MIN_IMG_SIZE = 64
 SUPERSAMPLE = 4            # shapes are rasterised at 4x and box-filtered
 MIN_CONTRAST = 100.0       # wanted RGB distance of a shape to what it covers
 COLOUR_TRIES = 32
+TEXTURE_CONTRAST = 0.3     # default share of the background texture kept
 MAX_INSTANCES = 4
 PLACEMENT_TRIES = 30
 MAX_OVERLAP = 0.25         # share of a new instance lying on earlier ones
@@ -77,11 +79,13 @@ def _smooth_noise(rng, size, cells):
     return np.asarray(smooth, dtype=np.float32)
 
 
-def draw_background(rng, size):
+def draw_background(rng, size, contrast=1.0):
     """(size, size, 3) float32 textured background in [0, 255].
 
     One of: colour gradient, stripes, smooth colour noise, checkerboard (all
-    at random angles and scales), plus faint smooth and pixel noise.
+    at random angles and scales), plus faint smooth and pixel noise; then
+    pulled towards its mean colour, `contrast` being the share of the texture
+    kept (the shapes, drawn at MIN_CONTRAST from it, stay the strongest edges).
     """
     xx, yy = _pixel_grid(size)
     angle = rng.uniform(0, np.pi)
@@ -105,6 +109,8 @@ def draw_background(rng, size):
         image = colours[0] * (1 - mix) + colours[1] * mix
     image += (_smooth_noise(rng, size, 4) - 127.5) * rng.uniform(0, 0.3)
     image += rng.normal(0, rng.uniform(1, 6), image.shape)
+    mean = image.mean(axis=(0, 1), keepdims=True)
+    image = mean + contrast * (image - mean)
     return np.clip(image, 0, 255).astype(np.float32)
 
 
@@ -193,11 +199,16 @@ def _to_uint8(canvas):
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 
-def make_classification_image(rng, size, label):
-    """(size, size, 3) uint8 image of one CLASSES[label] shape."""
-    canvas = draw_background(rng, size)
-    coverage = _random_shape(rng, size, CLASSES[label],
-                             (0.2 * size, 0.42 * size))
+def make_classification_image(rng, size, label, contrast=1.0):
+    """(size, size, 3) uint8 image of one large CLASSES[label] shape near the
+    centre, at a random size and angle (an object-centric photo, as ImageNet's
+    are: off-centre and small shapes made a task that a few minutes of CPU
+    training could not learn)."""
+    canvas = draw_background(rng, size, contrast)
+    radius = rng.uniform(0.3 * size, 0.42 * size)
+    centre = size / 2 + rng.uniform(-0.08, 0.08, 2) * size
+    coverage = shape_coverage(CLASSES[label], centre, radius, rng.uniform(0, 2 * np.pi), rng,
+                              size)
     _paint_shape(rng, canvas, coverage)
     return _to_uint8(canvas)
 
@@ -221,7 +232,7 @@ def _place_instance(rng, size, radius_range, visible_masks):
     return None
 
 
-def make_scene(rng, size):
+def make_scene(rng, size, contrast=1.0):
     """Random scene of 1-4 shapes, later ones drawn on top.
 
     Returns image (size, size, 3) uint8, label map (size, size) uint8 (0 =
@@ -229,7 +240,7 @@ def make_scene(rng, size):
     [int] and visible masks [(size, size) bool] of the instances whose visible
     area is at least MIN_VISIBLE_AREA.
     """
-    canvas = draw_background(rng, size)
+    canvas = draw_background(rng, size, contrast)
     label_map = np.zeros((size, size), dtype=np.uint8)
     radius_range = (max(6.0, 0.07 * size), 0.2 * size)
     labels, masks = [], []
@@ -355,7 +366,7 @@ def _png_bytes(label_map):
     return buffer.getvalue()
 
 
-def _write_classification_split(root, split, count, seed, size):
+def _write_classification_split(root, split, count, seed, size, contrast):
     """Write cls/<split> under root; return (written paths, summary)."""
     split_dir = root / 'cls' / split
     for name in CLASSES:
@@ -364,7 +375,7 @@ def _write_classification_split(root, split, count, seed, size):
     for index in range(count):
         label = index % len(CLASSES)
         image = make_classification_image(
-            image_rng(seed, f'cls/{split}', index), size, label)
+            image_rng(seed, f'cls/{split}', index), size, label, contrast)
         (split_dir / CLASSES[label] / f'{index:06d}.jpg').write_bytes(_jpeg_bytes(image))
         per_class[CLASSES[label]] += 1
     paths = [f'cls/{split}']
@@ -374,7 +385,7 @@ def _write_classification_split(root, split, count, seed, size):
     return paths, {'images': count, 'instances': per_class}
 
 
-def _write_scene_split(root, split, count, seed, size):
+def _write_scene_split(root, split, count, seed, size, contrast):
     """Write the det and seg views of scenes/<split> under root; return
     (written paths, summary)."""
     ade = ADE_SPLITS[split]
@@ -387,7 +398,7 @@ def _write_scene_split(root, split, count, seed, size):
     per_class = dict.fromkeys(CLASSES, 0)
     for index in range(count):
         image, label_map, labels, masks = make_scene(
-            image_rng(seed, f'scenes/{split}', index), size)
+            image_rng(seed, f'scenes/{split}', index), size, contrast)
         name = f'{index:06d}'
         jpeg = _jpeg_bytes(image)
         (det_dir / f'{name}.jpg').write_bytes(jpeg)
@@ -432,6 +443,10 @@ def _check_options(options):
         if value < minimum:
             why = ' (one image per class at least)' if key.endswith('_cls') else ''
             raise ValueError(f'{key} must be >= {minimum}{why}, got {value}')
+    contrast = options['texture_contrast']
+    if isinstance(contrast, bool) or not isinstance(contrast, (int, float)) \
+            or not 0 <= contrast <= 1:
+        raise ValueError(f'texture_contrast must be a number in [0, 1], got {contrast!r}')
 
 
 def _ensure_writable(out):
@@ -459,8 +474,9 @@ def format_summary(summary):
     return '\n'.join(lines)
 
 
-def generate(out, seed=0, img_size=128, num_train_cls=400, num_val_cls=100,
-             num_train_scenes=300, num_val_scenes=60, force=False, verbose=True):
+def generate(out, seed=0, img_size=128, num_train_cls=3000, num_val_cls=500,
+             num_train_scenes=300, num_val_scenes=60, texture_contrast=TEXTURE_CONTRAST,
+             force=False, verbose=True):
     """Write the dataset to `out`; return its summary.
 
     The summary is {'out', 'skipped', 'options', 'classes', 'splits': {split:
@@ -471,7 +487,8 @@ def generate(out, seed=0, img_size=128, num_train_cls=400, num_val_cls=100,
     log = print if verbose else (lambda *args: None)
     options = {'seed': seed, 'img_size': img_size,
                'num_train_cls': num_train_cls, 'num_val_cls': num_val_cls,
-               'num_train_scenes': num_train_scenes, 'num_val_scenes': num_val_scenes}
+               'num_train_scenes': num_train_scenes, 'num_val_scenes': num_val_scenes,
+               'texture_contrast': texture_contrast}
     _check_options(options)
     out = Path(out)
     _ensure_writable(out)
@@ -496,7 +513,8 @@ def generate(out, seed=0, img_size=128, num_train_cls=400, num_val_cls=100,
         started = time.perf_counter()
         log(f'[{split}] drawing {count} images ...')
         with tempfile.TemporaryDirectory(dir=out, prefix='.staging-') as staging:
-            paths, splits[split] = writer(Path(staging), subset, count, seed, img_size)
+            paths, splits[split] = writer(Path(staging), subset, count, seed, img_size,
+                                          texture_contrast)
             _publish(Path(staging), out, paths)
         instances = sum(splits[split]['instances'].values())
         log(f'[{split}] wrote {count} images, {instances} instances '
@@ -515,10 +533,12 @@ def build_parser():
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--img-size', type=int, default=128,
                         help=f'square image side in pixels (>= {MIN_IMG_SIZE})')
-    parser.add_argument('--num-train-cls', type=int, default=400)
-    parser.add_argument('--num-val-cls', type=int, default=100)
+    parser.add_argument('--num-train-cls', type=int, default=3000)
+    parser.add_argument('--num-val-cls', type=int, default=500)
     parser.add_argument('--num-train-scenes', type=int, default=300)
     parser.add_argument('--num-val-scenes', type=int, default=60)
+    parser.add_argument('--texture-contrast', type=float, default=TEXTURE_CONTRAST,
+                        help='share of the background texture kept, 0 (plain) to 1')
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if a complete output exists')
     return parser

@@ -1,13 +1,10 @@
 """tools/analysis/benchmark.py: the CPU smoke run, its JSON, and the fused inference model."""
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
+from tool_scripts import load_tool
 
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools',
-                      'analysis', 'benchmark.py')
 SMOKE_ARGS = ['--device', 'cpu', '--ours', 'ti', '--peers', 'none', '--batch', '2',
               '--train-batch', '2', '--img-size', '64', '--iters', '2', '--warmup', '1',
               '--repeats', '1', '--modes', 'eager']
@@ -15,10 +12,7 @@ SMOKE_ARGS = ['--device', 'cpu', '--ours', 'ti', '--peers', 'none', '--batch', '
 
 @pytest.fixture(scope='module')
 def benchmark():
-    spec = importlib.util.spec_from_file_location('benchmark_script', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis/benchmark.py')
 
 
 def test_cpu_smoke_run_writes_json(benchmark, tmp_path):

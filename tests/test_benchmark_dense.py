@@ -1,23 +1,17 @@
 """tools/analysis/benchmark_dense.py: config edits, ratios, failures as data, CPU smoke runs."""
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
+from tool_scripts import load_tool
 
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools',
-                      'analysis', 'benchmark_dense.py')
 TINY = ['--device', 'cpu', '--det-shape', '64', '96', '--seg-shape', '64', '64', '--steps', '1',
         '--warmup', '0']
 
 
 @pytest.fixture(scope='module')
 def dense():
-    spec = importlib.util.spec_from_file_location('benchmark_dense_script', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis/benchmark_dense.py')
 
 
 @pytest.fixture

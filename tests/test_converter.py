@@ -1,6 +1,5 @@
 """tools/model_converters/vminet2mmvminet.py: official layout in, mmpretrain classifier out."""
 import argparse
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -10,12 +9,10 @@ from mmengine.config import Config
 from mmvminet.models import CheckpointMismatchError
 from mmvminet.registry import build_model
 from official_reference import OfficialVMINet, randomize
+from tool_scripts import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-spec = importlib.util.spec_from_file_location(
-    'vminet2mmvminet', osp.join(ROOT, 'tools/model_converters/vminet2mmvminet.py'))
-converter = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(converter)
+converter = load_tool('model_converters/vminet2mmvminet.py')
 
 
 def write_official(path, model, key='state_dict'):

@@ -1,6 +1,5 @@
 """tools/deployment/export_onnx.py: onnxruntime matches PyTorch at the traced size and, for
 dynamic graphs, at other sizes (square and not, not multiples of 32)."""
-import importlib.util
 import os
 
 import numpy as np
@@ -12,13 +11,11 @@ import torch
 from mmvminet.models.vminet import VMINet, VMISA
 from mmvminet.registry import build_model
 from mmvminet.runner_utils import load_config
+from tool_scripts import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, 'configs', 'quickstart', 'vminet_ti_shapes_cls.py')
-_spec = importlib.util.spec_from_file_location(
-    'export_onnx', os.path.join(ROOT, 'tools', 'deployment', 'export_onnx.py'))
-export_onnx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(export_onnx)
+export_onnx = load_tool('deployment/export_onnx.py')
 
 TOL = 1e-4  # float32 rounding of ~100 ops; a frozen mask or alpha grid errs by >1e-2 here
 OTHER_SHAPES = [(128, 128), (100, 61)]

@@ -1,16 +1,13 @@
 """Tests of tools/data/make_shapes_dataset.py on tiny datasets."""
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tool_scripts import load_tool
 
-SCRIPT = Path(__file__).resolve().parents[1] / 'tools' / 'data' / 'make_shapes_dataset.py'
-_spec = importlib.util.spec_from_file_location('make_shapes_dataset', SCRIPT)
-shapes = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(shapes)
+shapes = load_tool('data/make_shapes_dataset.py')
 
 TINY = dict(img_size=64, num_train_cls=10, num_val_cls=5,
             num_train_scenes=6, num_val_scenes=3)

@@ -6,7 +6,6 @@ tests/test_reliability_resume.py runs them as real processes.
 """
 import functools
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -24,19 +23,14 @@ from mmengine.registry import HOOKS
 from PIL import Image
 
 from mmvminet.errors import NonFiniteLossError
+from tool_scripts import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'{name}_tool', osp.join(ROOT, 'tools',
-                                                                          f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-train_tool, test_tool = load_tool('train'), load_tool('test')
+train_tool, test_tool = load_tool('train.py'), load_tool('test.py')
 
 # A classifier of ~30k parameters on 32x32 crops: a few iterations take seconds on 2 cores.
 CLS_CONFIG = '''

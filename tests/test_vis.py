@@ -1,7 +1,6 @@
 """tools/analysis/vis_cam.py (Grad-CAM) and vis_context.py (alpha grids, context vs local)."""
 import copy
 import glob
-import importlib.util
 import os
 
 import cv2
@@ -11,18 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from test_export_onnx import CONFIG, ROOT, checkpoint  # noqa: F401  (the classifier fixture)
+from tool_scripts import load_tool
 
 
-def load_script(name, *parts):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, *parts))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-vis_cam = load_script('vis_cam', 'tools', 'analysis', 'vis_cam.py')
-vis_context = load_script('vis_context', 'tools', 'analysis', 'vis_context.py')
-shapes = load_script('make_shapes_dataset', 'tools', 'data', 'make_shapes_dataset.py')
+vis_cam = load_tool('analysis/vis_cam.py')
+vis_context = load_tool('analysis/vis_context.py')
+shapes = load_tool('data/make_shapes_dataset.py')
 
 
 @pytest.fixture(scope='module')

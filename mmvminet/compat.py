@@ -91,14 +91,14 @@ def atomic_runner_checkpoints():
     import mmengine.runner.runner as runner_module
 
     from .fileio import atomic_open
+    from .models.checkpoint import save_checkpoint_atomic
     mmengine_save = runner_module.save_checkpoint
     if getattr(mmengine_save, 'atomic', False):
         return
 
     def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
         if file_client_args is None and backend_args is None and _is_local(filename):
-            with atomic_open(filename, 'wb') as f:
-                torch.save(checkpoint, f)
+            save_checkpoint_atomic(checkpoint, filename)
         else:
             mmengine_save(checkpoint, filename, file_client_args, backend_args)
 

@@ -12,13 +12,15 @@ _base_ = [
 classes = ('circle', 'ring', 'square', 'star', 'triangle')
 pretrained = 'checkpoints/quickstart/vminet_ti_shapes_cls.pth'
 data_root = 'data/shapes/seg'
-crop_size = (128, 128)
 seg_classes = ('background', ) + classes
 norm_cfg = dict(type='BN', requires_grad=True)
 # background is ~90% of the pixels: weighted down so that the shape classes are learnt sooner
 class_weight = [0.2] + [1.0] * len(classes)
 model = dict(
-    data_preprocessor=dict(size=crop_size),
+    # pad to a multiple of 32, not to a fixed size: mmseg 1.2.2's CrossEntropyLoss with class_weight
+    # indexes the weights with every label, so a padded (255) pixel raises IndexError; the bundled
+    # images are all 128x128 and are never padded (other sizes: keep each batch one size)
+    data_preprocessor=dict(size=None, size_divisor=32),
     # norm_eval and a 10x lower backbone lr keep the pretrained features: trained at the heads'
     # lr they were lost and every shape came out as 'circle'
     backbone=dict(arch='ti', out_indices=(0, 1, 2, 3), drop_path_rate=0.0, norm_cfg=norm_cfg,

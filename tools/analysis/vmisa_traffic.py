@@ -3,7 +3,7 @@
 For one block on a (B, C, H, W) map with D = r * C and N = B * H * W tokens, counting each tensor
 a kernel reads or writes once (weights, alphas, the mask and the (B, D) context are tiny):
 
-    eager (inference: BN folded, Q/K merged; docs/benchmarks.md lists the ops)
+    eager (inference: BN folded, Q/K merged)
         dwconv 7x7          read x, write u                 2 N C
         qk_proj 1x1         read u, write q, k              N C + 2 N D
         relu6(q)            read q, write                   2 N D

@@ -22,7 +22,7 @@ Usage::
 
     python tools/data/make_shapes_dataset.py --out data/shapes [--seed 0]
         [--img-size 128] [--num-train-cls 3000] [--num-val-cls 500]
-        [--num-train-scenes 300] [--num-val-scenes 60] [--texture-contrast 0.3]
+        [--num-train-scenes 1200] [--num-val-scenes 60] [--texture-contrast 0.3]
         [--force]
 """
 import argparse
@@ -475,7 +475,7 @@ def format_summary(summary):
 
 
 def generate(out, seed=0, img_size=128, num_train_cls=3000, num_val_cls=500,
-             num_train_scenes=300, num_val_scenes=60, texture_contrast=TEXTURE_CONTRAST,
+             num_train_scenes=1200, num_val_scenes=60, texture_contrast=TEXTURE_CONTRAST,
              force=False, verbose=True):
     """Write the dataset to `out`; return its summary.
 
@@ -535,7 +535,7 @@ def build_parser():
                         help=f'square image side in pixels (>= {MIN_IMG_SIZE})')
     parser.add_argument('--num-train-cls', type=int, default=3000)
     parser.add_argument('--num-val-cls', type=int, default=500)
-    parser.add_argument('--num-train-scenes', type=int, default=300)
+    parser.add_argument('--num-train-scenes', type=int, default=1200)
     parser.add_argument('--num-val-scenes', type=int, default=60)
     parser.add_argument('--texture-contrast', type=float, default=TEXTURE_CONTRAST,
                         help='share of the background texture kept, 0 (plain) to 1')

@@ -1,6 +1,6 @@
 # Neck ablation of quickstart step 2 (docs/quickstart.md): the paper's recipe, ViTDet's simple
 # pyramid on VMINet-Ti's last (stride-32, 4x4 at 128 px) map, with its channel LayerNorm.
-_base_ = ['../mask_rcnn_vminet_ti_shapes.py']
+_base_ = ['./det_scenes300.py']
 model = dict(
     backbone=dict(out_indices=(3, )),
     neck=dict(_delete_=True, type='SimpleFeaturePyramid', in_channels=192, out_channels=128,

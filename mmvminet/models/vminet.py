@@ -29,6 +29,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..registry import register_model
+from . import vmisa_triton
 
 # ----------------------------------------------------------------------------------------------
 # Masks (Eq. 8, 12, 13 and Table 4). Each is an (L, D) 0/1 matrix: row t = token, column n = channel.
@@ -161,12 +162,16 @@ class VMISA(nn.Module):
         self.out_proj = nn.Conv2d(hidden, channels, 1)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.qk_proj = None  # set by fuse(): q_proj and k_proj as one C -> 2D conv
+        self.use_triton = False  # set by fuse(triton=True)
 
     @torch.no_grad()
-    def fuse(self):
+    def fuse(self, triton: bool = False):
         """Inference only: fold the depthwise conv's BN and merge the Q and K projections into
-        one 1x1 conv, so the (B, C, H, W) map is read once and one GEMM runs instead of two."""
+        one 1x1 conv, so the (B, C, H, W) map is read once and one GEMM runs instead of two.
+        triton: on narrow maps run everything after the depthwise conv in two fused Triton
+        kernels (``vmisa_triton``) where they apply (CUDA, matrix form, no autograd)."""
         self.dwconv.fuse()
+        self.use_triton = triton
         merged = nn.Conv2d(self.q_proj.in_channels, 2 * self.q_proj.out_channels, 1).to(
             self.q_proj.weight)
         merged.weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight]))
@@ -194,6 +199,11 @@ class VMISA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.dwconv(x)
+        if (self.use_triton and not torch.is_grad_enabled()  # the kernels have no backward
+                and vmisa_triton.available(x, self.mask_kind, self.form)):
+            return vmisa_triton.vmisa_context_output(
+                x, u, self.qk_proj.weight, self.qk_proj.bias, self.token_weights(x.shape[-2:]),
+                self.w_ctx, self.w_loc, self.out_proj.weight, self.out_proj.bias, self.mask_kind)
         if self.qk_proj is None:
             q, k = self.q_proj(u), self.k_proj(u)
         else:
@@ -386,12 +396,17 @@ class VMINet(BaseModule):
                     m.eval()
         return self
 
-    def fuse(self):
+    def fuse(self, triton: bool = False):
         """Inference only: fold every stem/downsample/depthwise BatchNorm into its conv and
-        merge each block's Q and K projections. Outputs stay equal up to float rounding; the
-        fused model has other state-dict keys and is not for training or saving."""
+        merge each block's Q and K projections; triton=True also runs the first stage's blocks
+        (C <= 64) after their depthwise conv in fused Triton kernels (CUDA, matrix form, under
+        torch.no_grad or inference_mode; elsewhere the PyTorch path runs). Outputs stay equal
+        up to float rounding; the fused model has other state-dict keys and is not for training
+        or saving."""
         for m in list(self.modules()):  # fuse() replaces children: iterate over a copy
-            if isinstance(m, (ConvNorm, VMISA)):
+            if isinstance(m, VMISA):
+                m.fuse(triton)
+            elif isinstance(m, ConvNorm):
                 m.fuse()
         return self
 

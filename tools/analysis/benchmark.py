@@ -1,7 +1,7 @@
 """Speed benchmark of image classification backbones: VMINet classifiers against timm peers.
 
     python tools/analysis/benchmark.py [--ours xs,s] [--recurrent] [--peers all|none|NAMES]
-        [--modes eager,compile] [--dtypes bf16[,fp16,fp32]] [--batch 256] [--train-batch 128]
+        [--modes eager,compile] [--triton] [--dtypes bf16[,fp16,fp32]] [--batch 256] [--train-batch 128]
         [--img-size 224] [--warmup 10] [--iters 30] [--repeats 5] [--device cuda|cpu]
         [--no-throughput] [--no-latency] [--no-cudagraph] [--no-memory] [--no-train]
         [--out results.json]
@@ -10,7 +10,8 @@ For every model, mode (eager, or torch.compile 'max-autotune-no-cudagraphs') and
 inference throughput at --batch, batch-1 latency (plain and replayed as a CUDA graph), peak CUDA
 memory, and the time of one training step (forward, cross-entropy, backward, AdamW; bf16 autocast,
 --train-batch). Inference runs on the model's fused / reparameterised form where it has one;
-everything is channels_last. Each timing is the median over --repeats runs of --iters calls
+everything is channels_last. --triton adds, for our models, inference rows of each mode with the
+fused Triton VMI-SA kernels (``eager+triton``, ``compile+triton``; mmvminet/models/vmisa_triton.py). Each timing is the median over --repeats runs of --iters calls
 (CUDA events; time.perf_counter on CPU) after --warmup calls. Prints a table and writes the rows
 plus an ``env`` block to --out. A failing measurement is recorded in its row, never fatal.
 """
@@ -113,6 +114,9 @@ def parse_args(argv=None):
     parser.add_argument('--peers', default='all',
                         help=f'timm peers: all, none or some of {",".join(PEERS)}')
     parser.add_argument('--modes', help='eager,compile (default: both on CUDA, eager on CPU)')
+    parser.add_argument('--triton', action='store_true',
+                        help='also run our models with the fused Triton VMI-SA kernels '
+                        '(inference rows, modes MODE+triton; CUDA only)')
     parser.add_argument('--compile-mode', default=COMPILE_MODE,
                         help=f'torch.compile mode (default {COMPILE_MODE}; "default" compiles '
                         'faster)')
@@ -150,6 +154,8 @@ def parse_args(argv=None):
     if not args.modes or not args.dtypes:
         parser.error('--modes and --dtypes need at least one entry')
     if args.device == 'cpu':
+        if args.triton:
+            parser.error('--triton needs --device cuda')
         args.cudagraph = args.memory = False
     return args
 
@@ -185,13 +191,12 @@ def model_specs(args) -> List[ModelSpec]:
     return specs
 
 
-def fuse_for_inference(model: nn.Module):
-    """Eval mode plus the model's own inference fusion if it has one; returns (model, fused)."""
+def fuse_for_inference(model: nn.Module, triton: bool = False):
+    """Eval mode plus the model's own inference fusion if it has one; returns (model, fused).
+    triton: our models' fused Triton VMI-SA kernels (VMINet.fuse(triton=True))."""
     model.eval()
     if isinstance(model, VMINetClassifier):
-        if not hasattr(model.backbone, 'fuse'):
-            return model, False
-        model.backbone.fuse()
+        model.backbone.fuse(triton=triton)
         return model, True
     try:
         from timm.utils.model import reparameterize_model
@@ -347,31 +352,36 @@ def benchmark_model(spec: ModelSpec, args) -> List[Dict]:
         return [dict(base, error=errors[0])]
 
     rows = []
-    for mode in args.modes:
+    modes = list(args.modes)
+    if args.triton and spec.source.startswith('mmvminet:'):
+        modes += [f'{mode}+triton' for mode in args.modes]
+    for mode in modes:
+        mode, triton = mode.split('+')[0], mode.endswith('+triton')
+        label = f'{mode}+triton' if triton else mode
         mode_errors = []
         train_ms = train_peak = None
-        if args.train:
+        if args.train and not triton:  # the kernels are inference-only
             train_ms, train_peak = measure(f'{mode} train',
                                            lambda: train_step_time(spec, mode, args),
                                            mode_errors, args)
             release_memory(args.device)
 
         def build_inference():
-            model, fused = fuse_for_inference(spec.build())
+            model, fused = fuse_for_inference(spec.build(), triton)
             return prepare(model, mode, args.device, args.compile_mode), fused
 
-        built, _ = measure(f'{mode} build', build_inference, mode_errors, args)
+        built, _ = measure(f'{label} build', build_inference, mode_errors, args)
         model, fused = built if built else (None, None)
         for dtype_name in args.dtypes:
             dtype = DTYPES[dtype_name]
             errors = list(mode_errors)
-            row = dict(base, mode=mode, dtype=dtype_name, reparam=fused, batch=args.batch,
+            row = dict(base, mode=label, dtype=dtype_name, reparam=fused, batch=args.batch,
                        img_size=args.img_size, img_s=None, peak_mb=None, latency_b1_ms=None,
                        latency_b1_graph_ms=None, train_batch=args.train_batch,
                        train_dtype='bf16', train_step_ms=train_ms, train_peak_mb=train_peak,
                        best=False)
             if model is not None:
-                where = f'{mode} {dtype_name}'
+                where = f'{label} {dtype_name}'
                 if args.throughput:
                     row['img_s'], row['peak_mb'] = measure(
                         f'{where} throughput', lambda: throughput(model, dtype, args), errors,

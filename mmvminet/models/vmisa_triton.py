@@ -1,0 +1,191 @@
+"""Fused inference kernels for the matrix form of VMI-SA (Eq. 4 and 10), in Triton.
+
+After the depthwise conv, the eager block runs ~10 memory-bound ops over (B, D, H, W) tensors
+(Q, K, ReLU6, Q*K, the masked weighted sum, the expand, ReLU6, ...): N (5 C + 18 D) elements of
+HBM traffic for N = B*H*W tokens (``tools/analysis/vmisa_traffic.py``). Here Q, K, Q*K and Y
+never leave the chip, at the cost of computing Q and K twice:
+
+    pass 1  (_context_kernel): read u, Q = ReLU6(W1 u), K = W2 u on chip, and per tile of tokens
+            the partial context sum_t alpha_t M_t (Q*K)_t                      -> (B, tiles, D)
+    pass 2  (_output_kernel):  read u and x, recompute Q*K, Y = ReLU6(w_ctx c + w_loc Q*K),
+            out = x + W3 Y + b3                                                -> (B, H, W, C)
+
+Traffic after the depthwise conv: 4 N C elements (u twice, x, out). Tensors are channels-last:
+a (B, C, H, W) tensor whose memory is (B, H*W, C), so a tile of tokens is a (tokens, C) matrix
+and the projections are tensor-core dots. Inference only (no autograd); the matrix form only
+(the recurrent form's scan stays in PyTorch); C <= FUSED_MAX_CHANNELS: each tile of tokens
+reloads the three weight matrices, so the kernels beat torch.compile's GEMM + fused elementwise
+path only on the narrow first stage (H100 block timings, docs/benchmarks.md).
+
+``vmisa_context_output`` is registered as the custom op ``mmvminet::vmisa_fused`` so that
+torch.compile traces through it. Without Triton (CPU, CI) ``available()`` is False and the
+model keeps its PyTorch path; with TRITON_INTERPRET=1 the kernels run on the CPU (tests).
+"""
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the PyTorch path is used
+    triton = None
+
+MASK_IDS = {'lower_triangular': 0, 'banded': 1, 'block_diagonal': 2, 'none': 3}
+FUSED_MAX_CHANNELS = 64
+INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def available(x: torch.Tensor, mask_kind: str, form: str) -> bool:
+    """Whether the fused kernels run this block's input x (B, C, H, W)."""
+    if triton is None or x.dtype not in DTYPES or x.shape[1] > FUSED_MAX_CHANNELS:
+        return False
+    if form != 'matrix' or mask_kind not in MASK_IDS:
+        return False
+    return x.is_cuda or (INTERPRET and x.device.type == 'cpu')
+
+
+if triton is not None:
+
+    @triton.jit
+    def _mask(t, n, band, MASK: tl.constexpr):
+        """M[t, n] of build_mask (Eq. 8, 12, 13) for token indices t (T, 1), channels n (1, N)."""
+        if MASK == 0:
+            m = n <= t
+        elif MASK == 1:
+            diff = t - n
+            m = tl.where(diff < 0, -diff, diff) <= band // 2
+        elif MASK == 2:
+            even = band - band % 2
+            m = (t // 2 == n // 2) & (t < even) & (n < even)
+        else:
+            m = (t >= 0) & (n >= 0)
+        return m
+
+    @triton.jit
+    def _qk_tile(u, w_ptr, b_ptr, c, n, C, D, PRECISION: tl.constexpr):
+        """(Q*K) of a token tile: u (T, CP) -> ReLU6(u W1^T + b1) * (u W2^T + b2), (T, BD) fp32.
+        w_ptr is the merged (2D, C) weight, rows [0, D) for Q and [D, 2D) for K."""
+        w_mask = (c[:, None] < C) & (n[None, :] < D)
+        wq = tl.load(w_ptr + n[None, :] * C + c[:, None], mask=w_mask, other=0.)
+        wk = tl.load(w_ptr + (n[None, :] + D) * C + c[:, None], mask=w_mask, other=0.)
+        bq = tl.load(b_ptr + n, mask=n < D, other=0.).to(tl.float32)
+        bk = tl.load(b_ptr + D + n, mask=n < D, other=0.).to(tl.float32)
+        q = tl.dot(u, wq, input_precision=PRECISION) + bq[None, :]
+        k = tl.dot(u, wk, input_precision=PRECISION) + bk[None, :]
+        return tl.minimum(tl.maximum(q, 0.), 6.) * k
+
+    @triton.jit
+    def _context_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, partial_ptr, L, band,
+                        C: tl.constexpr, D: tl.constexpr, MASK: tl.constexpr, BLOCK_T: tl.constexpr, CP: tl.constexpr,
+                        BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+        """partial[b, tile, :] = sum over the tile's tokens t of alpha_t M_t (Q*K)_t."""
+        pid_b = tl.program_id(0).to(tl.int64)
+        tile = tl.program_id(1)
+        t = tile * BLOCK_T + tl.arange(0, BLOCK_T)
+        c = tl.arange(0, CP)
+        u = tl.load(u_ptr + pid_b * L * C + t[:, None] * C + c[None, :],
+                    mask=(t[:, None] < L) & (c[None, :] < C), other=0.)
+        alpha = tl.load(alpha_ptr + t, mask=t < L, other=0.).to(tl.float32)
+        out_row = partial_ptr + (pid_b * tl.num_programs(1) + tile) * D
+        for d0 in range(0, D, BLOCK_D):
+            n = d0 + tl.arange(0, BLOCK_D)
+            a = _qk_tile(u, w_ptr, b_ptr, c, n, C, D, PRECISION)
+            weight = tl.where(_mask(t[:, None], n[None, :], band, MASK), alpha[:, None], 0.)
+            tl.store(out_row + n, tl.sum(a * weight, axis=0), mask=n < D)
+
+    @triton.jit
+    def _output_kernel(u_ptr, x_ptr, out_ptr, w_ptr, b_ptr, ctx_ptr, w3_ptr, b3_ptr,
+                       w_ctx_ptr, w_loc_ptr, L, C: tl.constexpr, D: tl.constexpr,
+                       BLOCK_T: tl.constexpr, CP: tl.constexpr,
+                       BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+        """out = x + W3 ReLU6(w_ctx c + w_loc (Q*K)) + b3 for a tile of tokens (Eq. 10)."""
+        pid_b = tl.program_id(0).to(tl.int64)
+        t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+        c = tl.arange(0, CP)
+        offsets = pid_b * L * C + t[:, None] * C + c[None, :]
+        tile_mask = (t[:, None] < L) & (c[None, :] < C)
+        u = tl.load(u_ptr + offsets, mask=tile_mask, other=0.)
+        w_ctx = tl.load(w_ctx_ptr).to(tl.float32)
+        w_loc = tl.load(w_loc_ptr).to(tl.float32)
+        acc = tl.zeros((BLOCK_T, CP), dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            n = d0 + tl.arange(0, BLOCK_D)
+            a = _qk_tile(u, w_ptr, b_ptr, c, n, C, D, PRECISION)
+            ctx = tl.load(ctx_ptr + pid_b * D + n, mask=n < D, other=0.)
+            y = tl.minimum(tl.maximum(w_ctx * ctx[None, :] + w_loc * a, 0.), 6.)
+            w3 = tl.load(w3_ptr + c[None, :] * D + n[:, None],
+                         mask=(n[:, None] < D) & (c[None, :] < C), other=0.)
+            acc += tl.dot(y.to(u.dtype), w3, input_precision=PRECISION)
+        b3 = tl.load(b3_ptr + c, mask=c < C, other=0.).to(tl.float32)
+        x = tl.load(x_ptr + offsets, mask=tile_mask, other=0.).to(tl.float32)
+        tl.store(out_ptr + offsets, (x + acc + b3[None, :]).to(out_ptr.dtype.element_ty),
+                 mask=tile_mask)
+
+
+def _launch(kernel, grid, *args, **meta):
+    """Launch through torch.library.wrap_triton so that torch.compile can trace the call."""
+    if hasattr(torch.library, 'wrap_triton') and not INTERPRET:
+        kernel = torch.library.wrap_triton(kernel)
+    kernel[grid](*args, **meta)
+
+
+def _blocks(channels: int):
+    """(tokens per tile, padded C, channels of D per step, warps) for C channels."""
+    cp = max(16, triton.next_power_of_2(channels))
+    if cp <= 64:
+        return 64, cp, 64, 4
+    if cp <= 256:
+        return 32, cp, 64, 4
+    return 32, cp, 32, 8
+
+
+def _vmisa_fused(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
+                 qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
+                 w_loc: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
+                 mask_id: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    num_tokens, hidden = h * w, qk_bias.numel() // 2
+    block_t, cp, block_d, warps = _blocks(c)
+    precision = 'ieee' if u.dtype == torch.float32 else 'tf32'
+    tiles = triton.cdiv(num_tokens, block_t)
+    # channels-last memory of (B, C, H, W) is (B, H*W, C); .contiguous() copies only otherwise
+    u = u.permute(0, 2, 3, 1).contiguous()
+    x = x.permute(0, 2, 3, 1).contiguous()
+    partial = torch.empty(b, tiles, hidden, device=x.device, dtype=torch.float32)
+    _launch(_context_kernel, (b, tiles), u, qk_weight, qk_bias, alpha, partial, num_tokens,
+            min(num_tokens, hidden), C=c, D=hidden, MASK=mask_id, BLOCK_T=block_t, CP=cp,
+            BLOCK_D=block_d, PRECISION=precision, num_warps=warps)
+    context = partial.sum(1)  # (B, D), fp32: a fixed order, so runs repeat bit for bit
+    out = torch.empty_like(x)
+    _launch(_output_kernel, (b, tiles), u, x, out, qk_weight, qk_bias, context, out_weight,
+            out_bias, w_ctx, w_loc, num_tokens, C=c, D=hidden, BLOCK_T=block_t, CP=cp,
+            BLOCK_D=block_d, PRECISION=precision, num_warps=warps)
+    return out.permute(0, 3, 1, 2)
+
+
+if triton is not None and hasattr(torch.library, 'triton_op'):
+    _vmisa_fused_op = torch.library.triton_op('mmvminet::vmisa_fused', mutates_args=())(
+        _vmisa_fused)
+else:
+    _vmisa_fused_op = _vmisa_fused
+
+
+def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
+                         qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
+                         w_loc: torch.Tensor, out_weight: torch.Tensor,
+                         out_bias: torch.Tensor, mask_kind: str) -> torch.Tensor:
+    """The block after its depthwise conv: x + W3 ReLU6(w_ctx c + w_loc Q*K) + b3 (Eq. 10).
+
+    x, u: (B, C, H, W), u = BN(DWConv(x)); qk_weight (2D, C) and qk_bias (2D,): the merged Q and
+    K projections; alpha (H*W,) the resized token weights; w_ctx, w_loc 0-d; out_weight (C, D),
+    out_bias (C,). Weights are cast to u's dtype (autocast). Returns (B, C, H, W), channels-last.
+    """
+    dtype = u.dtype
+    args = (x.to(dtype), u, qk_weight.reshape(qk_weight.shape[0], -1).to(dtype).contiguous(),
+            qk_bias.to(dtype).contiguous(), alpha.float().contiguous(), w_ctx.float(),
+            w_loc.float(), out_weight.reshape(out_weight.shape[0], -1).to(dtype).contiguous(),
+            out_bias.to(dtype).contiguous(), MASK_IDS[mask_kind])
+    # the interpreter runs kernels eagerly on CPU tensors, outside the custom op
+    return (_vmisa_fused if INTERPRET else _vmisa_fused_op)(*args)

@@ -1,0 +1,176 @@
+"""The fused Triton VMI-SA kernels against the PyTorch path.
+
+CPU: Triton's interpreter (TRITON_INTERPRET=1, read when the kernels are defined, hence a fresh
+process) runs the kernels on CPU tensors. GPU (marked): the compiled kernels, bf16 and fp32, and
+torch.compile through the custom op.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmvminet.models import VMINet, VMISA, vmisa_triton
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_TRITON = vmisa_triton.triton is not None
+
+# Runs in a fresh interpreter-mode process; prints one JSON line of results.
+INTERPRETED = r'''
+import json
+import torch
+from mmvminet.models import VMISA, vmisa_triton
+
+calls = []
+fused = vmisa_triton._vmisa_fused
+vmisa_triton._vmisa_fused = lambda *args: calls.append(1) or fused(*args)
+
+
+def block(channels, kind, form='matrix'):
+    torch.manual_seed(channels)
+    blk = VMISA(channels, 2, (4, 4), kind, form).eval()
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.normal_(0, 0.3)
+        blk.dwconv.norm.running_mean.normal_()
+        blk.dwconv.norm.running_var.uniform_(0.5, 2)
+    return blk
+
+
+results = {}
+# (C, H, W): 99 tokens in two tiles with D = 48 < L; 15 tokens with D = 80 > L in two D steps;
+# C = 80 > FUSED_MAX_CHANNELS: the PyTorch path
+for kind in vmisa_triton.MASK_IDS:
+    for channels, h, w in [(24, 9, 11), (40, 3, 5), (80, 4, 3)]:
+        blk = block(channels, kind)
+        x = torch.randn(2, channels, h, w).to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            ref = blk(x)
+            blk.fuse(triton=True)
+            before = len(calls)
+            out = blk(x)
+        results[f'{kind}/{channels}/{h}x{w}'] = dict(
+            diff=(out - ref).abs().max().item(), scale=ref.abs().max().item(),
+            fused=len(calls) - before, shape=list(out.shape))
+# the recurrent form and grad mode (no autograd for the kernels): the PyTorch path
+before = len(calls)
+blk = block(24, 'banded', 'recurrent')
+blk.fuse(triton=True)
+x = torch.randn(1, 24, 5, 5)
+with torch.no_grad():
+    blk(x)
+blk = block(24, 'banded')
+blk.fuse(triton=True)
+blk(x)
+results['fallback_calls'] = len(calls) - before
+print(json.dumps(results))
+'''
+
+
+@pytest.fixture(scope='module')
+def interpreted():
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    proc = subprocess.run([sys.executable, '-c', INTERPRETED], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+@pytest.mark.parametrize('kind', list(vmisa_triton.MASK_IDS))
+def test_interpreted_kernels_match_pytorch(interpreted, kind):
+    cases = {k: v for k, v in interpreted.items() if k.startswith(kind + '/')}
+    assert len(cases) == 3
+    for name, case in cases.items():
+        narrow = int(name.split('/')[1]) <= vmisa_triton.FUSED_MAX_CHANNELS
+        assert case['fused'] == int(narrow), name  # the kernels ran, or the PyTorch path
+        assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
+        channels, hw = name.split('/')[1:]
+        assert case['shape'] == [2, int(channels)] + [int(v) for v in hw.split('x')]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_interpreted_fallbacks(interpreted):
+    assert interpreted['fallback_calls'] == 0
+
+
+def test_available_only_where_the_kernels_apply():
+    x = torch.randn(1, 24, 4, 4)
+    assert not vmisa_triton.available(x, 'banded', 'matrix') or vmisa_triton.INTERPRET
+    if torch.cuda.is_available() and HAS_TRITON:
+        x = x.cuda()
+        assert vmisa_triton.available(x, 'banded', 'matrix')
+        assert not vmisa_triton.available(x, 'banded', 'recurrent')
+        assert not vmisa_triton.available(x.double(), 'banded', 'matrix')
+        wide = torch.randn(1, vmisa_triton.FUSED_MAX_CHANNELS + 1, 2, 2, device='cuda')
+        assert not vmisa_triton.available(wide, 'banded', 'matrix')
+
+
+def test_fuse_triton_on_cpu_keeps_pytorch_outputs():
+    torch.manual_seed(0)
+    model = VMINet('ti', mask_kind='hybrid').eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        out = model.fuse(triton=True)(x)
+    assert all(m.use_triton for m in model.modules() if isinstance(m, VMISA))
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_gpu_fused_model_matches(dtype):
+    torch.manual_seed(0)
+    model = VMINet('s', mask_kind='hybrid', out_indices=(0, 1, 2, 3)).cuda().eval()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 224, 160, device='cuda').to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref = model(x)  # fp32 PyTorch path: the reference for both dtypes
+        model.fuse(triton=True)
+        with torch.autocast('cuda', dtype, enabled=dtype != torch.float32):
+            out = model(x)
+    tol = 2e-3 if dtype == torch.float32 else 8e-2
+    for a, b in zip(ref, out):
+        assert (a - b.float()).abs().max().item() < tol * a.abs().max().item()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_gpu_torch_compile_traces_the_kernels():
+    torch.manual_seed(0)
+    block = VMISA(96, 2, (14, 14), 'lower_triangular').cuda().eval()
+    block.fuse(triton=True)
+    x = torch.randn(8, 96, 14, 14, device='cuda').to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        eager = block(x)
+        compiled = torch.compile(block, fullgraph=True, dynamic=False)(x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+
+def test_block_benchmark_needs_cuda(capsys):
+    from tool_scripts import load_tool
+    bench = load_tool('analysis/benchmark_vmisa.py')
+    if torch.cuda.is_available():
+        pytest.skip('a CUDA device is present')
+    with pytest.raises(SystemExit):
+        bench.parse_args([])
+    assert 'needs a CUDA device' in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_gpu_block_benchmark_runs(tmp_path):
+    from tool_scripts import load_tool
+    bench = load_tool('analysis/benchmark_vmisa.py')
+    out = tmp_path / 'blocks.json'
+    rows = bench.main(['--arch', 'ti', '--batch', '8', '--img-size', '64', '--warmup', '1',
+                       '--iters', '2', '--repeats', '1', '--compile-mode', 'default',
+                       '--out', str(out)])
+    assert [r['stage'] for r in rows] == [0, 1, 2, 3]
+    for row in rows:
+        assert row['triton_max_abs_diff'] < 0.05 * max(1.0, row['output_max_abs'])
+        assert row['floor_us'] > 0 and row['triton_us'] > 0
+    assert json.loads(out.read_text())['rows'][0]['channels'] == 24

@@ -78,8 +78,9 @@ if triton is not None:
 
     @triton.jit
     def _context_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, partial_ptr, L, band,
-                        C: tl.constexpr, D: tl.constexpr, MASK: tl.constexpr, BLOCK_T: tl.constexpr, CP: tl.constexpr,
-                        BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                        C: tl.constexpr, D: tl.constexpr, MASK: tl.constexpr,
+                        BLOCK_T: tl.constexpr, CP: tl.constexpr, BLOCK_D: tl.constexpr,
+                        PRECISION: tl.constexpr):
         """partial[b, tile, :] = sum over the tile's tokens t of alpha_t M_t (Q*K)_t."""
         pid_b = tl.program_id(0).to(tl.int64)
         tile = tl.program_id(1)
@@ -98,8 +99,8 @@ if triton is not None:
     @triton.jit
     def _output_kernel(u_ptr, x_ptr, out_ptr, w_ptr, b_ptr, ctx_ptr, w3_ptr, b3_ptr,
                        w_ctx_ptr, w_loc_ptr, L, C: tl.constexpr, D: tl.constexpr,
-                       BLOCK_T: tl.constexpr, CP: tl.constexpr,
-                       BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                       BLOCK_T: tl.constexpr, CP: tl.constexpr, BLOCK_D: tl.constexpr,
+                       PRECISION: tl.constexpr):
         """out = x + W3 ReLU6(w_ctx c + w_loc (Q*K)) + b3 for a tile of tokens (Eq. 10)."""
         pid_b = tl.program_id(0).to(tl.int64)
         t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)

@@ -1,8 +1,9 @@
 """Speed benchmark of image classification backbones: VMINet classifiers against timm peers.
 
     python tools/analysis/benchmark.py [--ours xs,s] [--recurrent] [--peers all|none|NAMES]
-        [--modes eager,compile] [--triton] [--dtypes bf16[,fp16,fp32]] [--batch 256] [--train-batch 128]
-        [--img-size 224] [--warmup 10] [--iters 30] [--repeats 5] [--device cuda|cpu]
+        [--modes eager,compile] [--triton] [--dtypes bf16[,fp16,fp32]] [--batch 256]
+        [--train-batch 128] [--img-size 224] [--warmup 10] [--iters 30] [--repeats 5]
+        [--device cuda|cpu]
         [--no-throughput] [--no-latency] [--no-cudagraph] [--no-memory] [--no-train]
         [--out results.json]
 
@@ -11,9 +12,10 @@ inference throughput at --batch, batch-1 latency (plain and replayed as a CUDA g
 memory, and the time of one training step (forward, cross-entropy, backward, AdamW; bf16 autocast,
 --train-batch). Inference runs on the model's fused / reparameterised form where it has one;
 everything is channels_last. --triton adds, for our models, inference rows of each mode with the
-fused Triton VMI-SA kernels (``eager+triton``, ``compile+triton``; mmvminet/models/vmisa_triton.py). Each timing is the median over --repeats runs of --iters calls
-(CUDA events; time.perf_counter on CPU) after --warmup calls. Prints a table and writes the rows
-plus an ``env`` block to --out. A failing measurement is recorded in its row, never fatal.
+fused Triton VMI-SA kernels (``eager+triton``, ``compile+triton``; vmisa_triton.py). Each
+timing is the median over --repeats runs of --iters calls (CUDA events; time.perf_counter on
+CPU) after --warmup calls. Prints a table and writes the rows plus an ``env`` block to --out.
+A failing measurement is recorded in its row, never fatal.
 """
 import argparse
 import contextlib

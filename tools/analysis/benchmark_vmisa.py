@@ -117,7 +117,8 @@ def main(argv=None):
     print(f'VMINet-{args.arch.upper()} VMI-SA blocks, batch {args.batch}, {args.img_size} px, '
           f'{args.dtype}, mask {args.mask_kind}; copy bandwidth {bandwidth / 1e12:.2f} TB/s')
     columns = ['stage', 'channels', 'map', 'eager_us', 'compile_us', 'triton_us',
-               'compile_triton_us', 'dwconv_us', 'dwconv_gbs', 'floor_us', 'best_over_floor', 'triton_max_abs_diff']
+               'compile_triton_us', 'dwconv_us', 'dwconv_gbs', 'floor_us', 'best_over_floor',
+               'triton_max_abs_diff']
     print(' | '.join(columns))
     for row in rows:
         print(' | '.join(fmt(row[c], 3 if c == 'triton_max_abs_diff' else 1) for c in columns))

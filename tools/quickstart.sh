@@ -7,7 +7,7 @@
 # Run again, it skips each training step whose work_dirs/quickstart/<step>/test/metrics.json is
 # newer than the step's config, the data and (for det/seg) the classifier checkpoint: an
 # interrupted run goes on where it stopped. Changes to _base_ files are not tracked:
-# QUICKSTART_REDO=1 bash tools/quickstart.sh runs every step again.
+# QUICKSTART_REDO=1 bash tools/quickstart.sh runs every step again (the data too).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -21,7 +21,13 @@ START=$(date +%s)
 say() { printf '\n[quickstart] %s\n' "$*"; }
 
 say "1/6 bundled dataset -> data/shapes"
-"$PY" tools/data/make_shapes_dataset.py --out data/shapes
+FORCE=()
+[ "${QUICKSTART_REDO:-0}" = 1 ] && FORCE=(--force)
+"$PY" tools/data/make_shapes_dataset.py --out data/shapes "${FORCE[@]}" || {
+    echo "[quickstart] data/shapes was not made; one from an older quickstart (other options)" \
+        "is replaced by: QUICKSTART_REDO=1 bash tools/quickstart.sh" >&2
+    exit 1
+}
 
 last_checkpoint() {  # the checkpoint mmengine recorded as the last one of a work dir
     local f="$1/last_checkpoint"

@@ -18,11 +18,12 @@ OUT=outputs/quickstart
 CKPT=checkpoints/quickstart
 mkdir -p "$WORK" "$OUT" "$CKPT"
 START=$(date +%s)
+REDO=${QUICKSTART_REDO:-0}
 say() { printf '\n[quickstart] %s\n' "$*"; }
 
 say "1/6 bundled dataset -> data/shapes"
 FORCE=()
-[ "${QUICKSTART_REDO:-0}" = 1 ] && FORCE=(--force)
+[ "$REDO" = 1 ] && FORCE=(--force)
 "$PY" tools/data/make_shapes_dataset.py --out data/shapes "${FORCE[@]}" || {
     echo "[quickstart] data/shapes was not made; one from an older quickstart (other options)" \
         "is replaced by: QUICKSTART_REDO=1 bash tools/quickstart.sh" >&2
@@ -38,7 +39,7 @@ last_checkpoint() {  # the checkpoint mmengine recorded as the last one of a wor
 needs_run() {  # NAME INPUT...: false when WORK/NAME's test metrics are newer than every INPUT
     local metrics="$WORK/$1/test/metrics.json" input
     shift
-    [ "${QUICKSTART_REDO:-0}" = 1 ] && return 0
+    [ "$REDO" = 1 ] && return 0
     [ -f "$metrics" ] || return 0
     for input in "$@"; do
         [ "$input" -nt "$metrics" ] && return 0

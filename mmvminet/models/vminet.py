@@ -197,13 +197,19 @@ class VMISA(nn.Module):
         hidden = torch.cumsum(qk.flatten(2) * self.token_weights((h, w)).to(qk.dtype), dim=-1)
         return (hidden * mask.t()).reshape(b, d, h, w)
 
+    def fused_forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The matrix form after the depthwise conv u = dwconv(x) in the fused Triton kernels,
+        at any width (forward uses it where ``vmisa_triton.available``; benchmarks everywhere).
+        Needs fuse(); x, u (B, C, H, W) -> (B, C, H, W)."""
+        return vmisa_triton.vmisa_context_output(
+            x, u, self.qk_proj.weight, self.qk_proj.bias, self.token_weights(x.shape[-2:]),
+            self.w_ctx, self.w_loc, self.out_proj.weight, self.out_proj.bias, self.mask_kind)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.dwconv(x)
         if (self.use_triton and not torch.is_grad_enabled()  # the kernels have no backward
                 and vmisa_triton.available(x, self.mask_kind, self.form)):
-            return vmisa_triton.vmisa_context_output(
-                x, u, self.qk_proj.weight, self.qk_proj.bias, self.token_weights(x.shape[-2:]),
-                self.w_ctx, self.w_loc, self.out_proj.weight, self.out_proj.bias, self.mask_kind)
+            return self.fused_forward(x, u)
         if self.qk_proj is None:
             q, k = self.q_proj(u), self.k_proj(u)
         else:

@@ -357,9 +357,9 @@ def benchmark_model(spec: ModelSpec, args) -> List[Dict]:
     modes = list(args.modes)
     if args.triton and spec.source.startswith('mmvminet:'):
         modes += [f'{mode}+triton' for mode in args.modes]
-    for mode in modes:
-        mode, triton = mode.split('+')[0], mode.endswith('+triton')
-        label = f'{mode}+triton' if triton else mode
+    for label in modes:
+        mode, _, kernels = label.partition('+')
+        triton = kernels == 'triton'
         mode_errors = []
         train_ms = train_peak = None
         if args.train and not triton:  # the kernels are inference-only

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mmvminet.models import VMISA, VMINet, vmisa_triton  # noqa: E402
+from mmvminet.models import VMISA, VMINet  # noqa: E402
 from tools.analysis.vmisa_traffic import FLOOR_C  # noqa: E402
 from tools.analysis.benchmark import (COMPILE_MODE, DTYPES, environment, fmt,  # noqa: E402
                                       seconds_per_call, write_json)
@@ -72,15 +72,14 @@ def measure_stage(stage: int, args, bandwidth: float):
         row['compile_us'] = seconds_per_call(lambda: compiled(x), args) * 1e6
         row['dwconv_us'] = seconds_per_call(lambda: block.dwconv(x), args) * 1e6
         # the kernels at every width, not only where the model uses them
-        fused_max, vmisa_triton.FUSED_MAX_CHANNELS = vmisa_triton.FUSED_MAX_CHANNELS, channels
-        try:
-            block.use_triton = True
-            fused = block(x)
-            row['triton_us'] = seconds_per_call(lambda: block(x), args) * 1e6
-            compiled = torch.compile(block, mode=args.compile_mode, dynamic=False)
-            row['compile_triton_us'] = seconds_per_call(lambda: compiled(x), args) * 1e6
-        finally:
-            vmisa_triton.FUSED_MAX_CHANNELS = fused_max
+
+        def triton_block(inputs):
+            return block.fused_forward(inputs, block.dwconv(inputs))
+
+        fused = triton_block(x)
+        row['triton_us'] = seconds_per_call(lambda: triton_block(x), args) * 1e6
+        compiled = torch.compile(triton_block, mode=args.compile_mode, dynamic=False)
+        row['compile_triton_us'] = seconds_per_call(lambda: compiled(x), args) * 1e6
     row['triton_max_abs_diff'] = (fused.float() - reference.float()).abs().max().item()
     row['output_max_abs'] = reference.float().abs().max().item()
     element = torch.finfo(dtype).bits // 8

@@ -23,9 +23,10 @@ import json
 import torch
 from mmvminet.models import VMISA, vmisa_triton
 
-calls = []
-fused = vmisa_triton._vmisa_fused
+calls, dw_calls = [], []
+fused, depthwise = vmisa_triton._vmisa_fused, vmisa_triton._depthwise_conv
 vmisa_triton._vmisa_fused = lambda *args: calls.append(1) or fused(*args)
+vmisa_triton._depthwise_conv = lambda *args: dw_calls.append(1) or depthwise(*args)
 
 
 def block(channels, kind, form='matrix'):
@@ -40,20 +41,39 @@ def block(channels, kind, form='matrix'):
 
 
 results = {}
-# (C, H, W): 99 tokens in two tiles with D = 48 < L; 15 tokens with D = 80 > L in two D steps;
-# C = 80 > FUSED_MAX_CHANNELS: the PyTorch path
+# (C, H, W): 135 tokens in two tiles with D = 48 < L; 58 tokens with D = 80 > L in three D
+# steps; 150 tokens in three tiles of the C = 80 tiles, D = 160 > L; C = 112 >
+# FUSED_MAX_CHANNELS: the PyTorch path. Maps at least DWCONV_MIN_WIDTH wide: the depthwise kernel
 for kind in vmisa_triton.MASK_IDS:
-    for channels, h, w in [(24, 9, 11), (40, 3, 5), (80, 4, 3)]:
+    for channels, h, w in [(24, 9, 15), (40, 2, 29), (80, 5, 30), (112, 4, 3)]:
         blk = block(channels, kind)
         x = torch.randn(2, channels, h, w).to(memory_format=torch.channels_last)
         with torch.no_grad():
             ref = blk(x)
             blk.fuse(triton=True)
-            before = len(calls)
+            before, dw_before = len(calls), len(dw_calls)
             out = blk(x)
         results[f'{kind}/{channels}/{h}x{w}'] = dict(
             diff=(out - ref).abs().max().item(), scale=ref.abs().max().item(),
-            fused=len(calls) - before, shape=list(out.shape))
+            fused=len(calls) - before, dwconv=len(dw_calls) - dw_before, shape=list(out.shape))
+# the depthwise kernel alone, at the default tiles and others: several row, column and channel
+# tiles, odd sizes, a map wider than a tile, a 3x3 kernel
+dw = {}
+for b, c, h, w, k, config in [(2, 24, 9, 11, 7, None), (1, 40, 5, 70, 7, None),
+                              (1, 80, 7, 7, 7, (4, 8, 32, 4)), (1, 16, 3, 2, 7, (1, 16, 16, 4)),
+                              (2, 20, 6, 5, 3, (2, 4, 16, 4))]:
+    torch.manual_seed(c)
+    x = torch.randn(b, c, h, w).to(memory_format=torch.channels_last)
+    weight, bias = torch.randn(c, 1, k, k), torch.randn(c)
+    ref = torch.nn.functional.conv2d(x, weight, bias, padding=k // 2, groups=c)
+    if config is None:
+        out = vmisa_triton.depthwise_conv(x, weight, bias)
+    else:
+        out = vmisa_triton._depthwise_conv_impl(x, weight, bias, config)
+    dw[f'{b}x{c}x{h}x{w}/k{k}/{config}'] = dict(diff=(out - ref).abs().max().item(),
+                                                scale=ref.abs().max().item(),
+                                                shape=list(out.shape))
+results['dwconv'] = dw
 # the recurrent form and grad mode (no autograd for the kernels): the PyTorch path
 before = len(calls)
 blk = block(24, 'banded', 'recurrent')
@@ -82,18 +102,37 @@ def interpreted():
 @pytest.mark.parametrize('kind', list(vmisa_triton.MASK_IDS))
 def test_interpreted_kernels_match_pytorch(interpreted, kind):
     cases = {k: v for k, v in interpreted.items() if k.startswith(kind + '/')}
-    assert len(cases) == 3
+    assert len(cases) == 4
     for name, case in cases.items():
-        narrow = int(name.split('/')[1]) <= vmisa_triton.FUSED_MAX_CHANNELS
-        assert case['fused'] == int(narrow), name  # the kernels ran, or the PyTorch path
-        assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
         channels, hw = name.split('/')[1:]
+        narrow = int(channels) <= vmisa_triton.FUSED_MAX_CHANNELS
+        wide_map = int(hw.split('x')[1]) >= vmisa_triton.DWCONV_MIN_WIDTH
+        assert case['fused'] == int(narrow), name  # the kernels ran, or the PyTorch path
+        assert case['dwconv'] == int(wide_map), name
+        assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
         assert case['shape'] == [2, int(channels)] + [int(v) for v in hw.split('x')]
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_interpreted_fallbacks(interpreted):
     assert interpreted['fallback_calls'] == 0
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_interpreted_depthwise_conv_matches_conv2d(interpreted):
+    cases = interpreted['dwconv']
+    assert len(cases) == 5
+    for name, case in cases.items():
+        assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
+        assert case['shape'] == [int(v) for v in name.split('/')[0].split('x')]
+
+
+def test_depthwise_conv_rejects_other_weights():
+    x = torch.randn(1, 8, 5, 5)
+    with pytest.raises(ValueError, match=r'\(C, 1, K, K\) weight with odd K for C = 8'):
+        vmisa_triton.depthwise_conv(x, torch.randn(8, 1, 4, 4), torch.randn(8))
+    with pytest.raises(ValueError, match='got \\(4, 1, 7, 7\\)'):
+        vmisa_triton.depthwise_conv(x, torch.randn(4, 1, 7, 7), torch.randn(4))
 
 
 def test_available_only_where_the_kernels_apply():
@@ -106,6 +145,11 @@ def test_available_only_where_the_kernels_apply():
         assert not vmisa_triton.available(x.double(), 'banded', 'matrix')
         wide = torch.randn(1, vmisa_triton.FUSED_MAX_CHANNELS + 1, 2, 2, device='cuda')
         assert not vmisa_triton.available(wide, 'banded', 'matrix')
+        width = vmisa_triton.DWCONV_MIN_WIDTH
+        assert vmisa_triton.dwconv_available(torch.randn(1, 8, 2, width, device='cuda'))
+        assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, width - 1, device='cuda'))
+    elif not vmisa_triton.INTERPRET:
+        assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 64))
 
 
 def test_fuse_triton_on_cpu_keeps_pytorch_outputs():
@@ -142,9 +186,9 @@ def test_gpu_fused_model_matches(dtype):
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_gpu_torch_compile_traces_the_kernels():
     torch.manual_seed(0)
-    block = VMISA(48, 2, (14, 14), 'lower_triangular').cuda().eval()  # C <= 64: the kernels
+    block = VMISA(48, 2, (28, 28), 'lower_triangular').cuda().eval()  # both kernels run
     block.fuse(triton=True)
-    x = torch.randn(8, 48, 14, 14, device='cuda').to(memory_format=torch.channels_last)
+    x = torch.randn(8, 48, 28, 28, device='cuda').to(memory_format=torch.channels_last)
     with torch.inference_mode():
         eager = block(x)
         compiled = torch.compile(block, fullgraph=True, dynamic=False)(x)

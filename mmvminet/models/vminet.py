@@ -168,10 +168,12 @@ class VMISA(nn.Module):
     def fuse(self, triton: bool = False):
         """Inference only: fold the depthwise conv's BN and merge the Q and K projections into
         one 1x1 conv, so the (B, C, H, W) map is read once and one GEMM runs instead of two.
-        triton: on narrow maps run everything after the depthwise conv in two fused Triton
-        kernels (``vmisa_triton``) where they apply (CUDA, matrix form, no autograd)."""
+        triton: run the depthwise conv (maps >= 28 wide) and, on narrow channels (C <= 96),
+        everything after it in Triton kernels (``vmisa_triton``) where they apply (CUDA,
+        no autograd; the fused kernels: matrix form)."""
         self.dwconv.fuse()
-        self.use_triton = triton
+        # the Triton depthwise conv has no norm after it: only where the norm was folded (BN)
+        self.use_triton = triton and isinstance(self.dwconv.norm, nn.Identity)
         merged = nn.Conv2d(self.q_proj.in_channels, 2 * self.q_proj.out_channels, 1).to(
             self.q_proj.weight)
         merged.weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight]))
@@ -197,18 +199,22 @@ class VMISA(nn.Module):
         hidden = torch.cumsum(qk.flatten(2) * self.token_weights((h, w)).to(qk.dtype), dim=-1)
         return (hidden * mask.t()).reshape(b, d, h, w)
 
-    def fused_forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def fused_forward(self, x: torch.Tensor, u: torch.Tensor, blocks=None) -> torch.Tensor:
         """The matrix form after the depthwise conv u = dwconv(x) in the fused Triton kernels,
         at any width (forward uses it where ``vmisa_triton.available``; benchmarks everywhere).
-        Needs fuse(); x, u (B, C, H, W) -> (B, C, H, W)."""
+        Needs fuse(); x, u (B, C, H, W) -> (B, C, H, W). blocks: kernel tiles, for tuning."""
         return vmisa_triton.vmisa_context_output(
             x, u, self.qk_proj.weight, self.qk_proj.bias, self.token_weights(x.shape[-2:]),
-            self.w_ctx, self.w_loc, self.out_proj.weight, self.out_proj.bias, self.mask_kind)
+            self.w_ctx, self.w_loc, self.out_proj.weight, self.out_proj.bias, self.mask_kind,
+            blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = self.dwconv(x)
-        if (self.use_triton and not torch.is_grad_enabled()  # the kernels have no backward
-                and vmisa_triton.available(x, self.mask_kind, self.form)):
+        kernels = self.use_triton and not torch.is_grad_enabled()  # they have no backward
+        if kernels and vmisa_triton.dwconv_available(x):
+            u = vmisa_triton.depthwise_conv(x, self.dwconv.conv.weight, self.dwconv.conv.bias)
+        else:
+            u = self.dwconv(x)
+        if kernels and vmisa_triton.available(x, self.mask_kind, self.form):
             return self.fused_forward(x, u)
         if self.qk_proj is None:
             q, k = self.q_proj(u), self.k_proj(u)
@@ -404,11 +410,11 @@ class VMINet(BaseModule):
 
     def fuse(self, triton: bool = False):
         """Inference only: fold every stem/downsample/depthwise BatchNorm into its conv and
-        merge each block's Q and K projections; triton=True also runs the first stage's blocks
-        (C <= 64) after their depthwise conv in fused Triton kernels (CUDA, matrix form, under
-        torch.no_grad or inference_mode; elsewhere the PyTorch path runs). Outputs stay equal
-        up to float rounding; the fused model has other state-dict keys and is not for training
-        or saving."""
+        merge each block's Q and K projections; triton=True also runs the depthwise convs of
+        maps >= 28 wide and, in blocks of C <= 96 (VMINet-XS stages 0-1), everything after them
+        in Triton kernels (CUDA, under torch.no_grad or inference_mode; the fused kernels: matrix
+        form; elsewhere the PyTorch path runs). Outputs stay equal up to float rounding; the
+        fused model has other state-dict keys and is not for training or saving."""
         for m in list(self.modules()):  # fuse() replaces children: iterate over a copy
             if isinstance(m, VMISA):
                 m.fuse(triton)

@@ -1,4 +1,5 @@
-"""Fused inference kernels for the matrix form of VMI-SA (Eq. 4 and 10), in Triton.
+"""Inference kernels for VMI-SA (Eq. 4 and 10) in Triton: the block after its depthwise conv
+in two fused kernels, and the depthwise conv itself.
 
 After the depthwise conv, the eager block runs ~10 memory-bound ops over (B, D, H, W) tensors
 (Q, K, ReLU6, Q*K, the masked weighted sum, the expand, ReLU6, ...): N (5 C + 18 D) elements of
@@ -14,12 +15,15 @@ Traffic after the depthwise conv: 4 N C elements (u twice, x, out). Tensors are 
 a (B, C, H, W) tensor whose memory is (B, H*W, C), so a tile of tokens is a (tokens, C) matrix
 and the projections are tensor-core dots. Inference only (no autograd); the matrix form only
 (the recurrent form's scan stays in PyTorch); C <= FUSED_MAX_CHANNELS: each tile of tokens
-reloads the three weight matrices, so the kernels beat torch.compile's GEMM + fused elementwise
-path only on the narrow first stage (H100 block timings, docs/benchmarks.md).
+reloads the three weight matrices, so past that width torch.compile's GEMMs + fused elementwise
+passes win. The depthwise kernel (_dwconv_kernel) streams input rows through several output
+rows; it beats cuDNN on maps >= DWCONV_MIN_WIDTH wide. Both limits and all tile sizes come from
+tools/analysis/tune_vmisa_kernels.py on an H100 (docs/benchmarks.md).
 
-``vmisa_context_output`` is registered as the custom op ``mmvminet::vmisa_fused`` so that
-torch.compile traces through it. Without Triton (CPU, CI) ``available()`` is False and the
-model keeps its PyTorch path; with TRITON_INTERPRET=1 the kernels run on the CPU (tests).
+``vmisa_context_output`` and ``depthwise_conv`` are registered as the custom ops
+``mmvminet::vmisa_fused`` and ``mmvminet::depthwise_conv`` so that torch.compile traces through
+them. Without Triton (CPU, CI) ``available()`` is False and the model keeps its PyTorch path;
+with TRITON_INTERPRET=1 the kernels run on the CPU (tests).
 """
 import os
 
@@ -32,18 +36,30 @@ except ImportError:  # CPU-only installs: the PyTorch path is used
     triton = None
 
 MASK_IDS = {'lower_triangular': 0, 'banded': 1, 'block_diagonal': 2, 'none': 3}
-FUSED_MAX_CHANNELS = 64
+# Where the kernels beat cuDNN and torch.compile (tune_vmisa_kernels_h100.json): the fused
+# kernels up to C = 96 (VMINet-XS stages 0-1), the depthwise conv on maps at least 28 wide.
+FUSED_MAX_CHANNELS = 96
+DWCONV_MIN_WIDTH = 28
 INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def available(x: torch.Tensor, mask_kind: str, form: str) -> bool:
-    """Whether the fused kernels run this block's input x (B, C, H, W)."""
-    if triton is None or x.dtype not in DTYPES or x.shape[1] > FUSED_MAX_CHANNELS:
-        return False
-    if form != 'matrix' or mask_kind not in MASK_IDS:
+def _runs_on(x: torch.Tensor) -> bool:
+    if triton is None or x.dtype not in DTYPES:
         return False
     return x.is_cuda or (INTERPRET and x.device.type == 'cpu')
+
+
+def available(x: torch.Tensor, mask_kind: str, form: str) -> bool:
+    """Whether the fused kernels run this block's input x (B, C, H, W)."""
+    if x.shape[1] > FUSED_MAX_CHANNELS or form != 'matrix' or mask_kind not in MASK_IDS:
+        return False
+    return _runs_on(x)
+
+
+def dwconv_available(x: torch.Tensor) -> bool:
+    """Whether the depthwise-conv kernel runs on x (B, C, H, W)."""
+    return x.shape[-1] >= DWCONV_MIN_WIDTH and _runs_on(x)
 
 
 if triton is not None:
@@ -125,30 +141,74 @@ if triton is not None:
                  mask=tile_mask)
 
 
-def _launch(kernel, grid, *args, **meta):
-    """Launch through torch.library.wrap_triton so that torch.compile can trace the call."""
-    if hasattr(torch.library, 'wrap_triton') and not INTERPRET:
+    @triton.jit
+    def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C, K: tl.constexpr,
+                       ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """out[b, h, w, c] = b[c] + sum_ij w[c, i, j] x[b, h + i - K//2, w + j - K//2, c] (zero
+        padding) on channels-last (B, H, W, C) memory, for ROWS output rows x BLOCK_W columns x
+        BLOCK_C channels per program. Each input row is loaded once per horizontal tap (a
+        contiguous run of BLOCK_W * C elements when BLOCK_C covers C) and feeds all ROWS output
+        rows it touches: (ROWS + K - 1) K loads for ROWS K^2 taps."""
+        pid = tl.program_id(0)
+        col_tiles = tl.cdiv(W, BLOCK_W)
+        row_tiles = tl.cdiv(H, ROWS)
+        w0 = (pid % col_tiles) * BLOCK_W
+        h0 = (pid // col_tiles % row_tiles) * ROWS
+        b = (pid // (col_tiles * row_tiles)).to(tl.int64)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        col = w0 + tl.arange(0, BLOCK_W)
+        t = tl.arange(0, ROWS)
+        base = x_ptr + b * H * W * C
+        acc = tl.zeros((ROWS, BLOCK_W, BLOCK_C), dtype=tl.float32)
+        for r in range(ROWS + K - 1):  # a loop, not unrolled, to keep the build short
+            ih = h0 + r - K // 2
+            kh = r - t  # the kernel row that input row r is for output row t
+            w_ok = (kh >= 0) & (kh < K)
+            for kw in tl.static_range(K):
+                iw = col + kw - K // 2
+                x_ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                xv = tl.load(base + (ih * W + iw)[:, None] * C + c[None, :],
+                             mask=x_ok[:, None] & c_ok[None, :], other=0.).to(tl.float32)
+                wv = tl.load(w_ptr + c[None, :] * (K * K) + (kh * K + kw)[:, None],
+                             mask=w_ok[:, None] & c_ok[None, :], other=0.).to(tl.float32)
+                acc += wv[:, None, :] * xv[None, :, :]
+        acc += tl.load(b_ptr + c, mask=c_ok, other=0.).to(tl.float32)[None, None, :]
+        oh = h0 + t
+        offsets = ((b * H + oh[:, None, None]) * W + col[None, :, None]) * C + c[None, None, :]
+        ok = (oh < H)[:, None, None] & (col < W)[None, :, None] & c_ok[None, None, :]
+        tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def _launch(kernel, grid, *args, wrap=True, **meta):
+    """Launch through torch.library.wrap_triton so that torch.compile can trace the call (the
+    custom ops launch directly in eager mode). wrap=False: a direct launch, for calls outside
+    the custom ops (tuning), where wrap_triton would go through a slow Python dispatch."""
+    if wrap and hasattr(torch.library, 'wrap_triton') and not INTERPRET:
         kernel = torch.library.wrap_triton(kernel)
     kernel[grid](*args, **meta)
 
 
 def _blocks(channels: int):
-    """(tokens per tile, padded C, channels of D per step, warps) for C channels."""
+    """(tokens per tile, padded C, channels of D per step, warps) for C channels: the fastest
+    tiles of tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages (H100, batch 256, bf16;
+    docs/benchmarks/tune_vmisa_kernels_h100.json)."""
     cp = max(16, triton.next_power_of_2(channels))
     if cp <= 64:
-        return 64, cp, 64, 4
+        return 128, cp, 32, 4
+    if cp <= 128:
+        return 64, cp, 32, 4
     if cp <= 256:
-        return 32, cp, 64, 4
-    return 32, cp, 32, 8
+        return 128, cp, 32, 8
+    return 32, cp, 32, 4
 
 
-def _vmisa_fused(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
-                 qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
-                 w_loc: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
-                 mask_id: int) -> torch.Tensor:
+def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias,
+                      mask_id, blocks, wrap=True):
+    """The kernels with tiles blocks = (BLOCK_T, CP, BLOCK_D, warps) (see ``_blocks``)."""
     b, c, h, w = x.shape
     num_tokens, hidden = h * w, qk_bias.numel() // 2
-    block_t, cp, block_d, warps = _blocks(c)
+    block_t, cp, block_d, warps = blocks
     precision = 'ieee' if u.dtype == torch.float32 else 'tf32'
     tiles = triton.cdiv(num_tokens, block_t)
     # channels-last memory of (B, C, H, W) is (B, H*W, C); .contiguous() copies only otherwise
@@ -157,13 +217,21 @@ def _vmisa_fused(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
     partial = torch.empty(b, tiles, hidden, device=x.device, dtype=torch.float32)
     _launch(_context_kernel, (b, tiles), u, qk_weight, qk_bias, alpha, partial, num_tokens,
             min(num_tokens, hidden), C=c, D=hidden, MASK=mask_id, BLOCK_T=block_t, CP=cp,
-            BLOCK_D=block_d, PRECISION=precision, num_warps=warps)
+            BLOCK_D=block_d, PRECISION=precision, num_warps=warps, wrap=wrap)
     context = partial.sum(1)  # (B, D), fp32: a fixed order, so runs repeat bit for bit
     out = torch.empty_like(x)
     _launch(_output_kernel, (b, tiles), u, x, out, qk_weight, qk_bias, context, out_weight,
             out_bias, w_ctx, w_loc, num_tokens, C=c, D=hidden, BLOCK_T=block_t, CP=cp,
-            BLOCK_D=block_d, PRECISION=precision, num_warps=warps)
+            BLOCK_D=block_d, PRECISION=precision, num_warps=warps, wrap=wrap)
     return out.permute(0, 3, 1, 2)
+
+
+def _vmisa_fused(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
+                 qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
+                 w_loc: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
+                 mask_id: int) -> torch.Tensor:
+    return _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight,
+                             out_bias, mask_id, _blocks(x.shape[1]))
 
 
 if triton is not None and hasattr(torch.library, 'triton_op'):
@@ -176,17 +244,64 @@ else:
 def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
                          qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
                          w_loc: torch.Tensor, out_weight: torch.Tensor,
-                         out_bias: torch.Tensor, mask_kind: str) -> torch.Tensor:
+                         out_bias: torch.Tensor, mask_kind: str, blocks=None) -> torch.Tensor:
     """The block after its depthwise conv: x + W3 ReLU6(w_ctx c + w_loc Q*K) + b3 (Eq. 10).
 
     x, u: (B, C, H, W), u = BN(DWConv(x)); qk_weight (2D, C) and qk_bias (2D,): the merged Q and
     K projections; alpha (H*W,) the resized token weights; w_ctx, w_loc 0-d; out_weight (C, D),
     out_bias (C,). Weights are cast to u's dtype (autocast). Returns (B, C, H, W), channels-last.
+    blocks: tiles other than ``_blocks``'s, for tuning (tools/analysis/tune_vmisa_kernels.py).
     """
     dtype = u.dtype
     args = (x.to(dtype), u, qk_weight.reshape(qk_weight.shape[0], -1).to(dtype).contiguous(),
             qk_bias.to(dtype).contiguous(), alpha.float().contiguous(), w_ctx.float(),
             w_loc.float(), out_weight.reshape(out_weight.shape[0], -1).to(dtype).contiguous(),
             out_bias.to(dtype).contiguous(), MASK_IDS[mask_kind])
+    if blocks is not None:
+        return _vmisa_fused_impl(*args, blocks, wrap=False)
     # the interpreter runs kernels eagerly on CPU tensors, outside the custom op
     return (_vmisa_fused if INTERPRET else _vmisa_fused_op)(*args)
+
+
+def dwconv_config(channels: int, width: int):
+    """(ROWS, BLOCK_W, BLOCK_C, warps) of the depthwise kernel for a (C, W) map: the fastest
+    tiles of tools/analysis/tune_vmisa_kernels.py (H100, VMINet-XS stages 0-1, C = 48 and 96)."""
+    block_w = min(64, triton.next_power_of_2(width))
+    return 4, block_w, 32 if channels % 32 == 0 else 16, 4
+
+
+def _depthwise_conv_impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, config,
+                         wrap: bool = True) -> torch.Tensor:
+    """The kernel with tiles config = (ROWS, BLOCK_W, BLOCK_C, warps); wrap: see ``_launch``."""
+    b, c, h, w = x.shape
+    rows, block_w, block_c, warps = config
+    x = x.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last input
+    out = torch.empty_like(x)
+    grid = (b * triton.cdiv(h, rows) * triton.cdiv(w, block_w), triton.cdiv(c, block_c))
+    _launch(_dwconv_kernel, grid, x, weight, bias, out, h, w, c, K=weight.shape[-1],
+            ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, wrap=wrap)
+    return out.permute(0, 3, 1, 2)
+
+
+def _depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return _depthwise_conv_impl(x, weight, bias, dwconv_config(x.shape[1], x.shape[3]))
+
+
+if triton is not None and hasattr(torch.library, 'triton_op'):
+    _depthwise_conv_op = torch.library.triton_op('mmvminet::depthwise_conv', mutates_args=())(
+        _depthwise_conv)
+else:
+    _depthwise_conv_op = _depthwise_conv
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, padding=K // 2, groups=C) in the Triton kernel.
+
+    x (B, C, H, W) (channels-last avoids a copy); weight (C, 1, K, K), odd K; bias (C,).
+    Returns (B, C, H, W) in x's dtype, channels-last; accumulates in fp32.
+    """
+    if weight.shape[1] != 1 or weight.shape[0] != x.shape[1] or weight.shape[-1] % 2 == 0:
+        raise ValueError(f'depthwise_conv needs a (C, 1, K, K) weight with odd K for C = '
+                         f'{x.shape[1]}, got {tuple(weight.shape)}')
+    args = (x, weight.contiguous(), bias.contiguous())
+    return (_depthwise_conv if INTERPRET else _depthwise_conv_op)(*args)

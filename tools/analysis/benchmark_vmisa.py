@@ -8,10 +8,12 @@ For each stage of the arch: one inference block (BN folded, Q/K merged; weights 
 --dtype, channels_last) on the stage's (B, C, H, W) map at --img-size, timed as
   eager            the PyTorch path,
   compile          torch.compile of it (--compile-mode),
-  triton           the fused Triton kernels after the depthwise conv (vmisa_triton.py; the
-                   model uses them for C <= 64 only, this times them at every width),
+  triton           the Triton kernels: the depthwise conv where the model uses it (maps >= 28
+                   wide; cuDNN elsewhere) and the fused kernels after it at every width (the
+                   model uses them for C <= 96 only),
   compile_triton   torch.compile of that,
-  dwconv           the depthwise conv alone (cuDNN).
+  dwconv           the depthwise conv alone (cuDNN),
+  dwconv_triton    the depthwise conv alone in the Triton kernel (at every width).
 The floor (tools/analysis/vmisa_traffic.py) is 3 N C elements (read x twice, write once), in
 time at the bandwidth of a device-to-device copy measured in the same run; the depthwise conv
 moves at least 2 N C (dwconv_gbs: the bandwidth that implies). Medians over
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mmvminet.models import VMISA, VMINet  # noqa: E402
+from mmvminet.models import VMISA, VMINet, vmisa_triton  # noqa: E402
 from tools.analysis.vmisa_traffic import FLOOR_C  # noqa: E402
 from tools.analysis.benchmark import (COMPILE_MODE, DTYPES, environment, fmt,  # noqa: E402
                                       seconds_per_call, write_json)
@@ -74,7 +76,15 @@ def measure_stage(stage: int, args, bandwidth: float):
         # the kernels at every width, not only where the model uses them
 
         def triton_block(inputs):
-            return block.fused_forward(inputs, block.dwconv(inputs))
+            if vmisa_triton.dwconv_available(inputs):
+                u = vmisa_triton.depthwise_conv(inputs, conv.weight, conv.bias)
+            else:
+                u = block.dwconv(inputs)
+            return block.fused_forward(inputs, u)
+
+        conv = block.dwconv.conv
+        row['dwconv_triton_us'] = seconds_per_call(
+            lambda: vmisa_triton.depthwise_conv(x, conv.weight, conv.bias), args) * 1e6
 
         fused = triton_block(x)
         row['triton_us'] = seconds_per_call(lambda: triton_block(x), args) * 1e6
@@ -111,12 +121,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    torch.backends.cudnn.benchmark = True  # as benchmark.py: cuDNN picks its fastest conv
     bandwidth = copy_bandwidth(args)
     rows = [measure_stage(stage, args, bandwidth) for stage in range(4)]
     print(f'VMINet-{args.arch.upper()} VMI-SA blocks, batch {args.batch}, {args.img_size} px, '
           f'{args.dtype}, mask {args.mask_kind}; copy bandwidth {bandwidth / 1e12:.2f} TB/s')
     columns = ['stage', 'channels', 'map', 'eager_us', 'compile_us', 'triton_us',
-               'compile_triton_us', 'dwconv_us', 'dwconv_gbs', 'floor_us', 'best_over_floor',
+               'compile_triton_us', 'dwconv_us', 'dwconv_triton_us', 'dwconv_gbs', 'floor_us',
+               'best_over_floor',
                'triton_max_abs_diff']
     print(' | '.join(columns))
     for row in rows:

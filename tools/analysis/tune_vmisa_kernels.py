@@ -1,0 +1,162 @@
+"""Sweep the tile sizes of the Triton kernels (vmisa_triton.py) on each stage's map, on the GPU.
+
+    python tools/analysis/tune_vmisa_kernels.py [--arch xs] [--batch 256] [--img-size 224]
+        [--dtype bf16] [--stages 0,1,2,3] [--what dwconv,fused] [--out tune.json]
+
+For each stage of the arch (the map of benchmark_vmisa.py's block), times
+  dwconv      the depthwise 7x7 conv (BN folded) as cuDNN channels-last (cudnn.benchmark on),
+              cuDNN on contiguous NCHW, PyTorch's own kernel (cuDNN off) in both layouts, and
+              the Triton kernel at every (ROWS, BLOCK_W, BLOCK_C, warps) of a grid;
+  fused       the two fused VMI-SA kernels after the depthwise conv at every
+              (BLOCK_T, CP, BLOCK_D, warps) of a grid.
+Each row has its median time (CUDA events), its bandwidth for the dwconv (2 N C elements moved)
+and its max abs difference to the PyTorch path. The winners are what ``dwconv_config`` and
+``_blocks`` in vmisa_triton.py return; the JSON is written after every stage. Each tile is a
+fresh Triton build (~seconds): a stage's tiles past its share of --max-seconds are skipped.
+"""
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mmvminet.models import VMINet, vmisa_triton  # noqa: E402
+from tools.analysis.benchmark import DTYPES, environment, seconds_per_call, write_json  # noqa
+from tools.analysis.benchmark_vmisa import copy_bandwidth, stage_block  # noqa: E402
+
+
+def pow2_caps(values, limit):
+    """values capped at the next power of two of limit, without repeats."""
+    cap = vmisa_triton.triton.next_power_of_2(limit)
+    return sorted({min(v, cap) for v in values})
+
+
+def dwconv_rows(block, x, args):
+    conv = block.dwconv.conv
+    weight, bias = conv.weight, conv.bias
+    element = x.element_size()
+    moved = 2 * x.numel() * element
+    with torch.inference_mode():
+        reference = conv(x)
+        x_nchw = x.contiguous()
+        baselines = {
+            'cudnn_channels_last': lambda: conv(x),
+            'cudnn_nchw': lambda: conv(x_nchw),
+        }
+        rows = []
+        for name, fn in baselines.items():
+            rows.append(dict(kind='dwconv', impl=name, us=seconds_per_call(fn, args) * 1e6))
+        with torch.backends.cudnn.flags(enabled=False):
+            for name, inp in (('native_channels_last', x), ('native_nchw', x_nchw)):
+                us = seconds_per_call(lambda: F.conv2d(inp, weight, bias, padding=3,
+                                                       groups=inp.shape[1]), args) * 1e6
+                rows.append(dict(kind='dwconv', impl=name, us=us))
+        b, c, h, w = x.shape
+        grid = itertools.product((1, 2, 4), pow2_caps((32, 64), w),
+                                 pow2_caps((16, 32, 64), max(16, c)), (4, 8))
+        for config in grid:
+            if time.monotonic() > args.deadline:
+                break
+            out = vmisa_triton._depthwise_conv_impl(x, weight, bias, config, wrap=False)
+            us = seconds_per_call(lambda: vmisa_triton._depthwise_conv_impl(
+                x, weight, bias, config, wrap=False), args) * 1e6
+            rows.append(dict(kind='dwconv', impl='triton', config=list(config), us=us,
+                             max_abs_diff=(out.float() - reference.float()).abs().max().item()))
+    for row in rows:
+        row['gbs'] = moved / row['us'] / 1e3
+    return rows
+
+
+def fused_rows(block, x, args):
+    rows = []
+    with torch.inference_mode():
+        u = block.dwconv(x)
+        reference = block(x)
+        cp = max(16, vmisa_triton.triton.next_power_of_2(x.shape[1]))
+        for block_t, block_d, warps in itertools.product((32, 64, 128), (32, 64), (4, 8)):
+            if time.monotonic() > args.deadline:
+                break
+            config = (block_t, cp, block_d, warps)
+            try:
+                out = block.fused_forward(x, u, config)
+            except Exception as error:  # e.g. out of shared memory for this tile
+                rows.append(dict(kind='fused', config=list(config), error=str(error)[:200]))
+                continue
+            us = seconds_per_call(lambda: block.fused_forward(x, u, config), args) * 1e6
+            rows.append(dict(kind='fused', config=list(config), us=us,
+                             max_abs_diff=(out.float() - reference.float()).abs().max().item()))
+        rows.append(dict(kind='fused', config='default',
+                         us=seconds_per_call(lambda: block.fused_forward(x, u), args) * 1e6))
+        # the same default tiles launched directly: the overhead of the two call paths
+        default = vmisa_triton._blocks(x.shape[1])
+        rows.append(dict(kind='fused', config='default_direct', us=seconds_per_call(
+            lambda: block.fused_forward(x, u, default), args) * 1e6))
+    return rows
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--arch', default='xs', choices=list(VMINet.arch_settings))
+    parser.add_argument('--batch', type=int, default=256)
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--dtype', default='bf16', choices=list(DTYPES))
+    parser.add_argument('--mask-kind', default='lower_triangular')
+    parser.add_argument('--stages', default='0,1,2,3')
+    parser.add_argument('--what', default='dwconv,fused')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--max-seconds', type=float, default=600)
+    parser.add_argument('--out', default='tune_vmisa_kernels.json')
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available() or vmisa_triton.triton is None:
+        parser.error('needs a CUDA device and Triton')
+    args.device = 'cuda'
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.backends.cudnn.benchmark = True
+    settings = VMINet.arch_settings[args.arch]
+    result = dict(env=environment(args), copy_bandwidth_tbs=copy_bandwidth(args) / 1e12,
+                  stages=[])
+    stages = [int(s) for s in args.stages.split(',')]
+    for stage in stages:
+        args.deadline = time.monotonic() + args.max_seconds / len(stages)
+        channels = settings['base_dim'] * 2**stage
+        stride = 2**(stage + 2)
+        size = -(-args.img_size // stride)
+        block = stage_block(channels, settings['ratio'], (-(-224 // stride), ) * 2,
+                            args.mask_kind, DTYPES[args.dtype])
+        x = torch.randn(args.batch, channels, size, size, device='cuda', dtype=DTYPES[args.dtype])
+        x = x.to(memory_format=torch.channels_last)
+        rows = []
+        if 'dwconv' in args.what:
+            rows += dwconv_rows(block, x, args)
+        if 'fused' in args.what:
+            rows += fused_rows(block, x, args)
+        result['stages'].append(dict(stage=stage, channels=channels, map=[size, size], rows=rows))
+        print(f'stage {stage}: C={channels}, {size}x{size}')
+        for kind in ('dwconv', 'fused'):
+            timed = sorted((r for r in rows if r['kind'] == kind and 'us' in r),
+                           key=lambda r: r['us'])
+            for r in timed[:6] + [r for r in timed[6:] if r.get('impl', 'triton') != 'triton'
+                                  or str(r.get('config')).startswith('default')]:
+                extra = f"{r['gbs']:.0f} GB/s" if 'gbs' in r else ''
+                print(f"  {kind:6s} {r.get('impl', ''):22s} {str(r.get('config', '')):22s} "
+                      f"{r['us']:8.1f} us {extra} diff {r.get('max_abs_diff', 0):.3g}",
+                      flush=True)
+        write_json(args.out, result)
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -195,14 +195,33 @@ def test_gpu_torch_compile_traces_the_kernels():
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
 
 
-def test_block_benchmark_needs_cuda(capsys):
+@pytest.mark.parametrize('tool', ['benchmark_vmisa.py', 'tune_vmisa_kernels.py'])
+def test_block_benchmark_and_tuning_need_cuda(capsys, tool):
     from tool_scripts import load_tool
-    bench = load_tool('analysis/benchmark_vmisa.py')
+    bench = load_tool(f'analysis/{tool}')
     if torch.cuda.is_available():
         pytest.skip('a CUDA device is present')
     with pytest.raises(SystemExit):
         bench.parse_args([])
     assert 'needs a CUDA device' in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_gpu_tuning_sweeps_both_kernels(tmp_path):
+    from tool_scripts import load_tool
+    tune = load_tool('analysis/tune_vmisa_kernels.py')
+    out = tmp_path / 'tune.json'
+    result = tune.main(['--arch', 'ti', '--batch', '2', '--img-size', '64', '--stages', '0',
+                        '--warmup', '1', '--iters', '2', '--repeats', '1', '--out', str(out)])
+    rows = result['stages'][0]['rows']
+    assert {r.get('impl') for r in rows if r['kind'] == 'dwconv'} >= {'cudnn_channels_last',
+                                                                      'triton'}
+    for row in rows:
+        if row.get('max_abs_diff') is not None:
+            assert row['max_abs_diff'] < 0.1, row  # bf16
+    assert any(r['kind'] == 'fused' and r['config'] == 'default' for r in rows)
+    assert json.loads(out.read_text())['stages'][0]['channels'] == 24
 
 
 @pytest.mark.gpu

@@ -11,11 +11,11 @@ For every model, mode (eager, or torch.compile 'max-autotune-no-cudagraphs') and
 inference throughput at --batch, batch-1 latency (plain and replayed as a CUDA graph), peak CUDA
 memory, and the time of one training step (forward, cross-entropy, backward, AdamW; bf16 autocast,
 --train-batch). Inference runs on the model's fused / reparameterised form where it has one;
-everything is channels_last. --triton adds, for our models, inference rows of each mode with the
-fused Triton VMI-SA kernels (``eager+triton``, ``compile+triton``; vmisa_triton.py). Each
-timing is the median over --repeats runs of --iters calls (CUDA events; time.perf_counter on
-CPU) after --warmup calls. Prints a table and writes the rows plus an ``env`` block to --out.
-A failing measurement is recorded in its row, never fatal.
+everything is channels_last. --triton adds, for our models, inference rows of each mode with
+their Triton kernels (``eager+triton``, ``compile+triton``; VMINet.fuse(triton=True),
+vmisa_triton.py). Each timing is the median over --repeats runs of --iters calls (CUDA events;
+time.perf_counter on CPU) after --warmup calls. Prints a table and writes the rows plus an
+``env`` block to --out. A failing measurement is recorded in its row, never fatal.
 """
 import argparse
 import contextlib
@@ -117,7 +117,7 @@ def parse_args(argv=None):
                         help=f'timm peers: all, none or some of {",".join(PEERS)}')
     parser.add_argument('--modes', help='eager,compile (default: both on CUDA, eager on CPU)')
     parser.add_argument('--triton', action='store_true',
-                        help='also run our models with the fused Triton VMI-SA kernels '
+                        help='also run our models with their Triton kernels '
                         '(inference rows, modes MODE+triton; CUDA only)')
     parser.add_argument('--compile-mode', default=COMPILE_MODE,
                         help=f'torch.compile mode (default {COMPILE_MODE}; "default" compiles '
@@ -195,7 +195,7 @@ def model_specs(args) -> List[ModelSpec]:
 
 def fuse_for_inference(model: nn.Module, triton: bool = False):
     """Eval mode plus the model's own inference fusion if it has one; returns (model, fused).
-    triton: our models' fused Triton VMI-SA kernels (VMINet.fuse(triton=True))."""
+    triton: our models' Triton kernels (VMINet.fuse(triton=True))."""
     model.eval()
     if isinstance(model, VMINetClassifier):
         model.backbone.fuse(triton=triton)

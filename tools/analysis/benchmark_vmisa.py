@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mmvminet.models import VMISA, VMINet, vmisa_triton  # noqa: E402
-from tools.analysis.vmisa_traffic import FLOOR_C  # noqa: E402
+from tools.analysis.vmisa_traffic import FLOOR_C, MEASURED_MODES  # noqa: E402
 from tools.analysis.benchmark import (COMPILE_MODE, DTYPES, environment, fmt,  # noqa: E402
                                       seconds_per_call, write_json)
 
@@ -55,16 +55,32 @@ def stage_block(channels: int, ratio: int, grid, mask_kind: str, dtype):
     return block.to('cuda', dtype, memory_format=torch.channels_last)
 
 
-def measure_stage(stage: int, args, bandwidth: float):
+def stage_input(stage: int, args):
+    """A stage's random inference block and its (B, C, H, W) channels-last input at --img-size."""
     settings = VMINet.arch_settings[args.arch]
     channels = settings['base_dim'] * 2**stage
     stride = 2**(stage + 2)
     size = -(-args.img_size // stride)
-    grid = (-(-224 // stride), ) * 2
     dtype = DTYPES[args.dtype]
-    block = stage_block(channels, settings['ratio'], grid, args.mask_kind, dtype)
+    block = stage_block(channels, settings['ratio'], (-(-224 // stride), ) * 2, args.mask_kind,
+                        dtype)
     x = torch.randn(args.batch, channels, size, size, device='cuda', dtype=dtype)
-    x = x.to(memory_format=torch.channels_last)
+    return block, x.to(memory_format=torch.channels_last)
+
+
+def add_block_arguments(parser):
+    """The options that pick the stage blocks and their inputs (shared with the tile sweep)."""
+    parser.add_argument('--arch', default='xs', choices=list(VMINet.arch_settings))
+    parser.add_argument('--batch', type=int, default=256)
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--dtype', default='bf16', choices=list(DTYPES))
+    parser.add_argument('--mask-kind', default='lower_triangular')
+
+
+def measure_stage(stage: int, args, bandwidth: float):
+    settings = VMINet.arch_settings[args.arch]
+    block, x = stage_input(stage, args)
+    channels, size, dtype = x.shape[1], x.shape[2], x.dtype
     row = dict(stage=stage, channels=channels, hidden=settings['ratio'] * channels,
                map=[size, size], tokens=args.batch * size * size)
     with torch.inference_mode():
@@ -94,7 +110,7 @@ def measure_stage(stage: int, args, bandwidth: float):
     row['output_max_abs'] = reference.float().abs().max().item()
     element = torch.finfo(dtype).bits // 8
     row['floor_us'] = row['tokens'] * channels * FLOOR_C * element / bandwidth * 1e6
-    best = min(row[f'{mode}_us'] for mode in ('eager', 'compile', 'triton', 'compile_triton'))
+    best = min(row[f'{mode}_us'] for mode in MEASURED_MODES)
     row['best_over_floor'] = best / row['floor_us']
     row['dwconv_gbs'] = row['tokens'] * channels * 2 * element / row['dwconv_us'] / 1e3
     return row
@@ -102,11 +118,7 @@ def measure_stage(stage: int, args, bandwidth: float):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--arch', default='xs', choices=list(VMINet.arch_settings))
-    parser.add_argument('--batch', type=int, default=256)
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--dtype', default='bf16', choices=list(DTYPES))
-    parser.add_argument('--mask-kind', default='lower_triangular')
+    add_block_arguments(parser)
     parser.add_argument('--compile-mode', default=COMPILE_MODE)
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--iters', type=int, default=50)

@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mmvminet.models import VMINet, vmisa_triton  # noqa: E402
-from tools.analysis.benchmark import DTYPES, environment, seconds_per_call, write_json  # noqa
-from tools.analysis.benchmark_vmisa import copy_bandwidth, stage_block  # noqa: E402
+from mmvminet.models import vmisa_triton  # noqa: E402
+from tools.analysis.benchmark import environment, seconds_per_call, write_json  # noqa: E402
+from tools.analysis.benchmark_vmisa import (add_block_arguments, copy_bandwidth,  # noqa: E402
+                                            stage_input)
 
 
 def pow2_caps(values, limit):
@@ -103,11 +104,7 @@ def fused_rows(block, x, args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--arch', default='xs', choices=list(VMINet.arch_settings))
-    parser.add_argument('--batch', type=int, default=256)
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--dtype', default='bf16', choices=list(DTYPES))
-    parser.add_argument('--mask-kind', default='lower_triangular')
+    add_block_arguments(parser)
     parser.add_argument('--stages', default='0,1,2,3')
     parser.add_argument('--what', default='dwconv,fused')
     parser.add_argument('--warmup', type=int, default=2)
@@ -125,19 +122,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     torch.backends.cudnn.benchmark = True
-    settings = VMINet.arch_settings[args.arch]
     result = dict(env=environment(args), copy_bandwidth_tbs=copy_bandwidth(args) / 1e12,
                   stages=[])
     stages = [int(s) for s in args.stages.split(',')]
     for stage in stages:
         args.deadline = time.monotonic() + args.max_seconds / len(stages)
-        channels = settings['base_dim'] * 2**stage
-        stride = 2**(stage + 2)
-        size = -(-args.img_size // stride)
-        block = stage_block(channels, settings['ratio'], (-(-224 // stride), ) * 2,
-                            args.mask_kind, DTYPES[args.dtype])
-        x = torch.randn(args.batch, channels, size, size, device='cuda', dtype=DTYPES[args.dtype])
-        x = x.to(memory_format=torch.channels_last)
+        block, x = stage_input(stage, args)
+        channels, size = x.shape[1], x.shape[2]
         rows = []
         if 'dwconv' in args.what:
             rows += dwconv_rows(block, x, args)

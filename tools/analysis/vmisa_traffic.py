@@ -88,9 +88,10 @@ def stage_traffic(arch: str, batch: int, size, dtype: str, bandwidth_tbs: float,
 MEASURED_MODES = ('eager', 'compile', 'triton', 'compile_triton')
 
 
-def add_measured(rows, path: str):
-    """Each stage's best block time of a benchmark_vmisa.py JSON and its ratio to the floors."""
-    measured = {r['stage']: r for r in json.loads(Path(path).read_text())['rows']}
+def add_measured(rows, result: dict, path: str):
+    """Each stage's best block time of a benchmark_vmisa.py result (read from path) and its
+    ratio to the floors."""
+    measured = {r['stage']: r for r in result['rows']}
     for row in rows:
         m = measured.get(row['stage'])
         if m is None or m['channels'] != row['channels'] or m['map'] != row['map']:
@@ -128,7 +129,7 @@ def main(argv=None):
         rows = stage_traffic(args.arch, args.batch, size, args.dtype, args.bandwidth_tbs,
                              args.tensor_tflops, args.vector_tflops)
         if args.measured:
-            add_measured(rows, args.measured)
+            add_measured(rows, result, args.measured)
     except ValueError as error:
         parser.error(str(error))
     total_floor = sum(r['floor_us'] * r['blocks'] for r in rows)

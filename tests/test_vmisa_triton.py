@@ -23,11 +23,9 @@ import json
 import torch
 from mmvminet.models import VMISA, vmisa_triton
 
-calls, image_calls, dw_calls = [], [], []
-fused, image = vmisa_triton._vmisa_fused, vmisa_triton._vmisa_image
-depthwise = vmisa_triton._depthwise_conv
+calls, dw_calls = [], []
+fused, depthwise = vmisa_triton._vmisa_fused, vmisa_triton._depthwise_conv
 vmisa_triton._vmisa_fused = lambda *args: calls.append(1) or fused(*args)
-vmisa_triton._vmisa_image = lambda *args: image_calls.append(1) or image(*args)
 vmisa_triton._depthwise_conv = lambda *args: dw_calls.append(1) or depthwise(*args)
 
 
@@ -43,25 +41,21 @@ def block(channels, kind, form='matrix'):
 
 
 results = {}
-# (C, H, W): two-pass kernels (C <= FUSED_MAX_CHANNELS): 135 tokens in two tiles with D = 48 <
-# L; 58 tokens with D = 80 > L in three D steps; 150 tokens in three tiles of the C = 80 tiles,
-# D = 160 > L. Wider: the per-image kernel on 12 tokens (D = 224 > L, 4 programs of D) and on
-# 135 tokens (7 programs of D, two steps of C); on 272 > IMAGE_MAX_TOKENS tokens the PyTorch
-# path. Maps at least DWCONV_MIN_WIDTH wide: the depthwise kernel
+# (C, H, W): 135 tokens in two tiles with D = 48 < L; 58 tokens with D = 80 > L in three D
+# steps; 150 tokens in three tiles of the C = 80 tiles, D = 160 > L; C = 112 >
+# FUSED_MAX_CHANNELS: the PyTorch path. Maps at least DWCONV_MIN_WIDTH wide: the depthwise kernel
 for kind in vmisa_triton.MASK_IDS:
-    for channels, h, w in [(24, 9, 15), (40, 2, 29), (80, 5, 30), (112, 4, 3), (112, 9, 15),
-                           (112, 17, 16)]:
+    for channels, h, w in [(24, 9, 15), (40, 2, 29), (80, 5, 30), (112, 4, 3)]:
         blk = block(channels, kind)
         x = torch.randn(2, channels, h, w).to(memory_format=torch.channels_last)
         with torch.no_grad():
             ref = blk(x)
             blk.fuse(triton=True)
-            before = len(calls), len(image_calls), len(dw_calls)
+            before, dw_before = len(calls), len(dw_calls)
             out = blk(x)
         results[f'{kind}/{channels}/{h}x{w}'] = dict(
             diff=(out - ref).abs().max().item(), scale=ref.abs().max().item(),
-            fused=len(calls) - before[0], image=len(image_calls) - before[1],
-            dwconv=len(dw_calls) - before[2], shape=list(out.shape))
+            fused=len(calls) - before, dwconv=len(dw_calls) - dw_before, shape=list(out.shape))
 # the depthwise kernel alone, at the default tiles and others: several row, column and channel
 # tiles, odd sizes, a map wider than a tile, a 3x3 kernel
 dw = {}
@@ -81,7 +75,7 @@ for b, c, h, w, k, config in [(2, 24, 9, 11, 7, None), (1, 40, 5, 70, 7, None),
                                                 shape=list(out.shape))
 results['dwconv'] = dw
 # the recurrent form and grad mode (no autograd for the kernels): the PyTorch path
-before = len(calls) + len(image_calls)
+before = len(calls)
 blk = block(24, 'banded', 'recurrent')
 blk.fuse(triton=True)
 x = torch.randn(1, 24, 5, 5)
@@ -90,7 +84,7 @@ with torch.no_grad():
 blk = block(24, 'banded')
 blk.fuse(triton=True)
 blk(x)
-results['fallback_calls'] = len(calls) + len(image_calls) - before
+results['fallback_calls'] = len(calls) - before
 print(json.dumps(results))
 '''
 
@@ -108,16 +102,13 @@ def interpreted():
 @pytest.mark.parametrize('kind', list(vmisa_triton.MASK_IDS))
 def test_interpreted_kernels_match_pytorch(interpreted, kind):
     cases = {k: v for k, v in interpreted.items() if k.startswith(kind + '/')}
-    assert len(cases) == 6
+    assert len(cases) == 4
     for name, case in cases.items():
         channels, hw = name.split('/')[1:]
-        h, w = (int(v) for v in hw.split('x'))
         narrow = int(channels) <= vmisa_triton.FUSED_MAX_CHANNELS
-        small_map = h * w <= vmisa_triton.IMAGE_MAX_TOKENS
-        # which kernels ran: two-pass, per-image or neither (the PyTorch path)
-        assert case['fused'] == int(narrow), name
-        assert case['image'] == int(not narrow and small_map), name
-        assert case['dwconv'] == int(w >= vmisa_triton.DWCONV_MIN_WIDTH), name
+        wide_map = int(hw.split('x')[1]) >= vmisa_triton.DWCONV_MIN_WIDTH
+        assert case['fused'] == int(narrow), name  # the kernels ran, or the PyTorch path
+        assert case['dwconv'] == int(wide_map), name
         assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
         assert case['shape'] == [2, int(channels)] + [int(v) for v in hw.split('x')]
 
@@ -153,22 +144,12 @@ def test_available_only_where_the_kernels_apply():
         assert not vmisa_triton.available(x, 'banded', 'recurrent')
         assert not vmisa_triton.available(x.double(), 'banded', 'matrix')
         wide = torch.randn(1, vmisa_triton.FUSED_MAX_CHANNELS + 1, 2, 2, device='cuda')
-        assert vmisa_triton.available(wide, 'banded', 'matrix')
-        large = torch.randn(1, vmisa_triton.FUSED_MAX_CHANNELS + 1, 17, 16, device='cuda')
-        assert not vmisa_triton.available(large, 'banded', 'matrix')
+        assert not vmisa_triton.available(wide, 'banded', 'matrix')
         width = vmisa_triton.DWCONV_MIN_WIDTH
         assert vmisa_triton.dwconv_available(torch.randn(1, 8, 2, width, device='cuda'))
         assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, width - 1, device='cuda'))
     elif not vmisa_triton.INTERPRET:
         assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 64))
-
-
-def test_fused_kind_picks_kernels_by_width_and_map():
-    narrow, wide = vmisa_triton.FUSED_MAX_CHANNELS, vmisa_triton.FUSED_MAX_CHANNELS + 1
-    assert vmisa_triton.fused_kind(torch.empty(1, narrow, 56, 56)) == 'two_pass'
-    assert vmisa_triton.fused_kind(torch.empty(1, wide, 14, 14)) == 'per_image'
-    assert vmisa_triton.fused_kind(torch.empty(1, wide, 16, 16)) == 'per_image'  # 256 tokens
-    assert vmisa_triton.fused_kind(torch.empty(1, wide, 16, 17)) is None
 
 
 def test_fuse_triton_on_cpu_keeps_pytorch_outputs():
@@ -203,13 +184,11 @@ def test_gpu_fused_model_matches(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
-@pytest.mark.parametrize('channels,size', [(48, 28), (192, 14)])
-def test_gpu_torch_compile_traces_the_kernels(channels, size):
-    # 48 x 28x28: the depthwise and two-pass kernels; 192 x 14x14: the per-image kernel
+def test_gpu_torch_compile_traces_the_kernels():
     torch.manual_seed(0)
-    block = VMISA(channels, 2, (size, size), 'lower_triangular').cuda().eval()
+    block = VMISA(48, 2, (28, 28), 'lower_triangular').cuda().eval()  # both kernels run
     block.fuse(triton=True)
-    x = torch.randn(8, channels, size, size, device='cuda').to(memory_format=torch.channels_last)
+    x = torch.randn(8, 48, 28, 28, device='cuda').to(memory_format=torch.channels_last)
     with torch.inference_mode():
         eager = block(x)
         compiled = torch.compile(block, fullgraph=True, dynamic=False)(x)

@@ -199,16 +199,14 @@ class VMISA(nn.Module):
         hidden = torch.cumsum(qk.flatten(2) * self.token_weights((h, w)).to(qk.dtype), dim=-1)
         return (hidden * mask.t()).reshape(b, d, h, w)
 
-    def fused_forward(self, x: torch.Tensor, u: torch.Tensor, blocks=None,
-                      kind=None) -> torch.Tensor:
+    def fused_forward(self, x: torch.Tensor, u: torch.Tensor, blocks=None) -> torch.Tensor:
         """The matrix form after the depthwise conv u = dwconv(x) in the fused Triton kernels,
-        at any size (forward uses it where ``vmisa_triton.available``; benchmarks everywhere).
-        Needs fuse(); x, u (B, C, H, W) -> (B, C, H, W). blocks, kind: kernel tiles and which
-        kernels (``vmisa_triton.fused_kind``), for tuning."""
+        at any width (forward uses it where ``vmisa_triton.available``; benchmarks everywhere).
+        Needs fuse(); x, u (B, C, H, W) -> (B, C, H, W). blocks: kernel tiles, for tuning."""
         return vmisa_triton.vmisa_context_output(
             x, u, self.qk_proj.weight, self.qk_proj.bias, self.token_weights(x.shape[-2:]),
             self.w_ctx, self.w_loc, self.out_proj.weight, self.out_proj.bias, self.mask_kind,
-            blocks, kind)
+            blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels = self.use_triton and not torch.is_grad_enabled()  # they have no backward

@@ -40,8 +40,6 @@ MASK_IDS = {'lower_triangular': 0, 'banded': 1, 'block_diagonal': 2, 'none': 3}
 # kernels up to C = 96 (VMINet-XS stages 0-1), the depthwise conv on maps at least 28 wide.
 FUSED_MAX_CHANNELS = 96
 DWCONV_MIN_WIDTH = 28
-# Wider blocks on maps of at most this many tokens: the one-pass kernel, one image per program.
-IMAGE_MAX_TOKENS = 256
 INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -52,20 +50,9 @@ def _runs_on(x: torch.Tensor) -> bool:
     return x.is_cuda or (INTERPRET and x.device.type == 'cpu')
 
 
-def fused_kind(x: torch.Tensor):
-    """Which fused kernels suit a block's input x (B, C, H, W): ``'two_pass'`` on narrow
-    channels (C <= FUSED_MAX_CHANNELS), ``'per_image'`` on small maps (H W <= IMAGE_MAX_TOKENS),
-    else None (torch.compile's GEMMs win there)."""
-    if x.shape[1] <= FUSED_MAX_CHANNELS:
-        return 'two_pass'
-    if x.shape[2] * x.shape[3] <= IMAGE_MAX_TOKENS:
-        return 'per_image'
-    return None
-
-
 def available(x: torch.Tensor, mask_kind: str, form: str) -> bool:
     """Whether the fused kernels run this block's input x (B, C, H, W)."""
-    if fused_kind(x) is None or form != 'matrix' or mask_kind not in MASK_IDS:
+    if x.shape[1] > FUSED_MAX_CHANNELS or form != 'matrix' or mask_kind not in MASK_IDS:
         return False
     return _runs_on(x)
 
@@ -153,40 +140,6 @@ if triton is not None:
         tl.store(out_ptr + offsets, (x + acc + b3[None, :]).to(out_ptr.dtype.element_ty),
                  mask=tile_mask)
 
-
-    @triton.jit
-    def _image_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, w_ctx_ptr, w_loc_ptr, y_ptr, L, band,
-                      C: tl.constexpr, D: tl.constexpr, MASK: tl.constexpr,
-                      BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-                      PRECISION: tl.constexpr):
-        """ReLU6(Y) = ReLU6(w_ctx c + w_loc Q*K) (Eq. 10) for all L <= BLOCK_T tokens of one
-        image and BLOCK_D channels of D: channel n of the context only sums channel n of Q*K,
-        so one pass over the image's tokens gives both c and Y, with no partial sums."""
-        n = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-        pid_b = tl.program_id(1).to(tl.int64)
-        t = tl.arange(0, BLOCK_T)
-        q = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
-        k = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
-        for c0 in range(0, C, BLOCK_K):  # Q and K = u W^T, reduced over C in steps of BLOCK_K
-            c = c0 + tl.arange(0, BLOCK_K)
-            u = tl.load(u_ptr + pid_b * L * C + t[:, None] * C + c[None, :],
-                        mask=(t[:, None] < L) & (c[None, :] < C), other=0.)
-            w_mask = (c[:, None] < C) & (n[None, :] < D)
-            wq = tl.load(w_ptr + n[None, :] * C + c[:, None], mask=w_mask, other=0.)
-            wk = tl.load(w_ptr + (n[None, :] + D) * C + c[:, None], mask=w_mask, other=0.)
-            q = tl.dot(u, wq, q, input_precision=PRECISION)
-            k = tl.dot(u, wk, k, input_precision=PRECISION)
-        bq = tl.load(b_ptr + n, mask=n < D, other=0.).to(tl.float32)
-        bk = tl.load(b_ptr + D + n, mask=n < D, other=0.).to(tl.float32)
-        a = tl.minimum(tl.maximum(q + bq[None, :], 0.), 6.) * (k + bk[None, :])
-        alpha = tl.load(alpha_ptr + t, mask=t < L, other=0.).to(tl.float32)  # 0 past L
-        weight = tl.where(_mask(t[:, None], n[None, :], band, MASK), alpha[:, None], 0.)
-        context = tl.sum(a * weight, axis=0)
-        w_ctx = tl.load(w_ctx_ptr).to(tl.float32)
-        w_loc = tl.load(w_loc_ptr).to(tl.float32)
-        y = tl.minimum(tl.maximum(w_ctx * context[None, :] + w_loc * a, 0.), 6.)
-        tl.store(y_ptr + pid_b * L * D + t[:, None] * D + n[None, :],
-                 y.to(y_ptr.dtype.element_ty), mask=(t[:, None] < L) & (n[None, :] < D))
 
     @triton.jit
     def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C, K: tl.constexpr,
@@ -288,77 +241,22 @@ else:
     _vmisa_fused_op = _vmisa_fused
 
 
-def image_blocks(channels: int, tokens: int):
-    """(channels of D per program, channels of C per dot step, warps) of the one-pass kernel:
-    the fastest tiles of tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages 2-3 (H200,
-    batch 256, bf16; 196 tokens: 32 of D, 49 tokens: 64). Q and K of a program are two
-    (tokens, BLOCK_D) fp32 tiles in registers: BLOCK_D shrinks as the map grows."""
-    block_t = max(16, triton.next_power_of_2(tokens))
-    return max(16, min(64, 8192 // block_t)), 64, 4
-
-
-def _vmisa_image_impl(u, qk_weight, qk_bias, alpha, w_ctx, w_loc, mask_id, blocks,
-                      wrap=True):
-    """ReLU6(Y) (B, H*W, D) of the one-pass kernel, tiles blocks = ``image_blocks``'s."""
-    b, c, h, w = u.shape
-    num_tokens, hidden = h * w, qk_bias.numel() // 2
-    block_d, block_k, warps = blocks
-    u = u.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last input
-    y = torch.empty(b, num_tokens, hidden, device=u.device, dtype=u.dtype)
-    # programs of one image are adjacent, so its u is read from HBM once, then from L2
-    _launch(_image_kernel, (triton.cdiv(hidden, block_d), b), u, qk_weight, qk_bias, alpha,
-            w_ctx, w_loc, y, num_tokens, min(num_tokens, hidden), C=c, D=hidden, MASK=mask_id,
-            BLOCK_T=max(16, triton.next_power_of_2(num_tokens)), BLOCK_K=block_k,
-            BLOCK_D=block_d, PRECISION='ieee' if u.dtype == torch.float32 else 'tf32',
-            num_warps=warps, wrap=wrap)
-    return y
-
-
-def _vmisa_image(u: torch.Tensor, qk_weight: torch.Tensor, qk_bias: torch.Tensor,
-                 alpha: torch.Tensor, w_ctx: torch.Tensor, w_loc: torch.Tensor,
-                 mask_id: int) -> torch.Tensor:
-    return _vmisa_image_impl(u, qk_weight, qk_bias, alpha, w_ctx, w_loc, mask_id,
-                             image_blocks(u.shape[1], u.shape[2] * u.shape[3]))
-
-
-if triton is not None and hasattr(torch.library, 'triton_op'):
-    _vmisa_image_op = torch.library.triton_op('mmvminet::vmisa_image', mutates_args=())(
-        _vmisa_image)
-else:
-    _vmisa_image_op = _vmisa_image
-
-
 def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
                          qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
                          w_loc: torch.Tensor, out_weight: torch.Tensor,
-                         out_bias: torch.Tensor, mask_kind: str, blocks=None,
-                         kind=None) -> torch.Tensor:
+                         out_bias: torch.Tensor, mask_kind: str, blocks=None) -> torch.Tensor:
     """The block after its depthwise conv: x + W3 ReLU6(w_ctx c + w_loc Q*K) + b3 (Eq. 10).
 
     x, u: (B, C, H, W), u = BN(DWConv(x)); qk_weight (2D, C) and qk_bias (2D,): the merged Q and
     K projections; alpha (H*W,) the resized token weights; w_ctx, w_loc 0-d; out_weight (C, D),
     out_bias (C,). Weights are cast to u's dtype (autocast). Returns (B, C, H, W), channels-last.
-    kind: ``'two_pass'`` or ``'per_image'`` (default: ``fused_kind(x)``, else two-pass);
-    the per-image kernel writes ReLU6(Y) and W3, b3 and the residual run as one GEMM + add.
-    blocks: tiles other than the defaults, for tuning (tools/analysis/tune_vmisa_kernels.py).
+    blocks: tiles other than ``_blocks``'s, for tuning (tools/analysis/tune_vmisa_kernels.py).
     """
     dtype = u.dtype
-    kind = kind or fused_kind(x) or 'two_pass'
-    qk_args = (qk_weight.reshape(qk_weight.shape[0], -1).to(dtype).contiguous(),
-               qk_bias.to(dtype).contiguous(), alpha.float().contiguous(), w_ctx.float(),
-               w_loc.float())
-    out_weight = out_weight.reshape(out_weight.shape[0], -1).to(dtype)
-    if kind == 'per_image':
-        if blocks is not None:
-            y = _vmisa_image_impl(u, *qk_args, MASK_IDS[mask_kind], blocks, wrap=False)
-        else:
-            y = (_vmisa_image if INTERPRET else _vmisa_image_op)(u, *qk_args,
-                                                                  MASK_IDS[mask_kind])
-        b, c, h, w = x.shape
-        out = torch.nn.functional.linear(y, out_weight, out_bias.to(dtype))  # (B, H*W, C)
-        return out.view(b, h, w, c).permute(0, 3, 1, 2) + x.to(dtype)
-    args = (x.to(dtype), u, *qk_args, out_weight.contiguous(), out_bias.to(dtype).contiguous(),
-            MASK_IDS[mask_kind])
+    args = (x.to(dtype), u, qk_weight.reshape(qk_weight.shape[0], -1).to(dtype).contiguous(),
+            qk_bias.to(dtype).contiguous(), alpha.float().contiguous(), w_ctx.float(),
+            w_loc.float(), out_weight.reshape(out_weight.shape[0], -1).to(dtype).contiguous(),
+            out_bias.to(dtype).contiguous(), MASK_IDS[mask_kind])
     if blocks is not None:
         return _vmisa_fused_impl(*args, blocks, wrap=False)
     # the interpreter runs kernels eagerly on CPU tensors, outside the custom op

@@ -9,9 +9,8 @@ For each stage of the arch: one inference block (BN folded, Q/K merged; weights 
   eager            the PyTorch path,
   compile          torch.compile of it (--compile-mode),
   triton           the Triton kernels: the depthwise conv where the model uses it (maps >= 28
-                   wide; cuDNN elsewhere) and after it the fused kernels the model picks
-                   (vmisa_triton.fused_kind: two-pass on C <= 96, one-pass per image on maps of
-                   <= 256 tokens; two-pass on the maps where the model picks none),
+                   wide; cuDNN elsewhere) and the fused kernels after it at every width (the
+                   model uses them for C <= 96 only),
   compile_triton   torch.compile of that,
   dwconv           the depthwise conv alone (cuDNN),
   dwconv_triton    the depthwise conv alone in the Triton kernel (at every width).
@@ -90,7 +89,7 @@ def measure_stage(stage: int, args, bandwidth: float):
         row['eager_us'] = seconds_per_call(lambda: block(x), args) * 1e6
         row['compile_us'] = seconds_per_call(lambda: compiled(x), args) * 1e6
         row['dwconv_us'] = seconds_per_call(lambda: block.dwconv(x), args) * 1e6
-        # the kernels at every size, not only where the model uses them
+        # the kernels at every width, not only where the model uses them
 
         def triton_block(inputs):
             if vmisa_triton.dwconv_available(inputs):

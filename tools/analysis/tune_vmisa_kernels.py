@@ -5,16 +5,14 @@
 
 For each stage of the arch (the map of benchmark_vmisa.py's block), times
   dwconv      the depthwise 7x7 conv (BN folded) as cuDNN channels-last (cudnn.benchmark on),
-              cuDNN on contiguous NCHW, PyTorch's own kernel (cuDNN off) in both layouts,
-              and the Triton kernel at every (ROWS, BLOCK_W, BLOCK_C, warps) of a grid;
-  fused       the fused VMI-SA kernels the model picks for the map (vmisa_triton.fused_kind):
-              the two-pass kernels at every (BLOCK_T, CP, BLOCK_D, warps) of a grid, or the
-              one-pass per-image kernel at every (BLOCK_D, BLOCK_K, warps).
+              cuDNN on contiguous NCHW, PyTorch's own kernel (cuDNN off) in both layouts, and
+              the Triton kernel at every (ROWS, BLOCK_W, BLOCK_C, warps) of a grid;
+  fused       the two fused VMI-SA kernels after the depthwise conv at every
+              (BLOCK_T, CP, BLOCK_D, warps) of a grid.
 Each row has its median time (CUDA events), its bandwidth for the dwconv (2 N C elements moved)
-and its max abs difference to the PyTorch path. The winners are what ``dwconv_config``,
-``_blocks`` and ``image_blocks`` in vmisa_triton.py return; the JSON is written after every
-stage. Each tile is a fresh Triton build (~seconds): a stage's tiles past its share of
---max-seconds are skipped.
+and its max abs difference to the PyTorch path. The winners are what ``dwconv_config`` and
+``_blocks`` in vmisa_triton.py return; the JSON is written after every stage. Each tile is a
+fresh Triton build (~seconds): a stage's tiles past its share of --max-seconds are skipped.
 """
 import argparse
 import itertools
@@ -78,38 +76,29 @@ def dwconv_rows(block, x, args):
 
 
 def fused_rows(block, x, args):
-    """The fused kernels the model picks for x (``vmisa_triton.fused_kind``; two-pass where
-    none), at every tile of a grid, then at the default tiles through the custom op."""
     rows = []
-    kind = vmisa_triton.fused_kind(x) or 'two_pass'
-    if kind == 'two_pass':
-        cp = max(16, vmisa_triton.triton.next_power_of_2(x.shape[1]))
-        grid = [(block_t, cp, block_d, warps) for block_t, block_d, warps
-                in itertools.product((32, 64, 128), (32, 64), (4, 8))]
-        default = vmisa_triton._blocks(x.shape[1])
-    else:
-        grid = list(itertools.product((32, 64, 128), (32, 64), (4, 8)))
-        default = vmisa_triton.image_blocks(x.shape[1], x.shape[2] * x.shape[3])
     with torch.inference_mode():
         u = block.dwconv(x)
         reference = block(x)
-        for config in grid:
+        cp = max(16, vmisa_triton.triton.next_power_of_2(x.shape[1]))
+        for block_t, block_d, warps in itertools.product((32, 64, 128), (32, 64), (4, 8)):
             if time.monotonic() > args.deadline:
                 break
+            config = (block_t, cp, block_d, warps)
             try:
-                out = block.fused_forward(x, u, config, kind)
+                out = block.fused_forward(x, u, config)
             except Exception as error:  # e.g. out of shared memory for this tile
-                rows.append(dict(kind='fused', path=kind, config=list(config),
-                                 error=str(error)[:200]))
+                rows.append(dict(kind='fused', config=list(config), error=str(error)[:200]))
                 continue
-            us = seconds_per_call(lambda: block.fused_forward(x, u, config, kind), args) * 1e6
-            rows.append(dict(kind='fused', path=kind, config=list(config), us=us,
+            us = seconds_per_call(lambda: block.fused_forward(x, u, config), args) * 1e6
+            rows.append(dict(kind='fused', config=list(config), us=us,
                              max_abs_diff=(out.float() - reference.float()).abs().max().item()))
-        rows.append(dict(kind='fused', path=kind, config='default', us=seconds_per_call(
-            lambda: block.fused_forward(x, u, kind=kind), args) * 1e6))
+        rows.append(dict(kind='fused', config='default',
+                         us=seconds_per_call(lambda: block.fused_forward(x, u), args) * 1e6))
         # the same default tiles launched directly: the overhead of the two call paths
-        rows.append(dict(kind='fused', path=kind, config='default_direct', us=seconds_per_call(
-            lambda: block.fused_forward(x, u, default, kind), args) * 1e6))
+        default = vmisa_triton._blocks(x.shape[1])
+        rows.append(dict(kind='fused', config='default_direct', us=seconds_per_call(
+            lambda: block.fused_forward(x, u, default), args) * 1e6))
     return rows
 
 
@@ -136,27 +125,24 @@ def main(argv=None):
     result = dict(env=environment(args), copy_bandwidth_tbs=copy_bandwidth(args) / 1e12,
                   stages=[])
     stages = [int(s) for s in args.stages.split(',')]
-    sweeps = [(what, sweep) for what, sweep in (('dwconv', dwconv_rows), ('fused', fused_rows))
-              if what in args.what]
     for stage in stages:
+        args.deadline = time.monotonic() + args.max_seconds / len(stages)
         block, x = stage_input(stage, args)
         channels, size = x.shape[1], x.shape[2]
         rows = []
-        for _, sweep in sweeps:  # each sweep gets an equal share of the time
-            args.deadline = time.monotonic() + args.max_seconds / len(stages) / len(sweeps)
-            rows += sweep(block, x, args)
+        if 'dwconv' in args.what:
+            rows += dwconv_rows(block, x, args)
+        if 'fused' in args.what:
+            rows += fused_rows(block, x, args)
         result['stages'].append(dict(stage=stage, channels=channels, map=[size, size], rows=rows))
         print(f'stage {stage}: C={channels}, {size}x{size}')
-        groups = {}
-        for r in rows:
-            if 'us' in r:
-                groups.setdefault((r['kind'], r.get('impl') or r.get('path')), []).append(r)
-        for (kind, impl), group in groups.items():  # the 4 fastest of each kernel + defaults
-            group.sort(key=lambda r: r['us'])
-            defaults = [r for r in group[4:] if str(r.get('config')).startswith('default')]
-            for r in group[:4] + defaults:
+        for kind in ('dwconv', 'fused'):
+            timed = sorted((r for r in rows if r['kind'] == kind and 'us' in r),
+                           key=lambda r: r['us'])
+            for r in timed[:6] + [r for r in timed[6:] if r.get('impl', 'triton') != 'triton'
+                                  or str(r.get('config')).startswith('default')]:
                 extra = f"{r['gbs']:.0f} GB/s" if 'gbs' in r else ''
-                print(f"  {kind:6s} {impl:22s} {str(r.get('config', '')):22s} "
+                print(f"  {kind:6s} {r.get('impl', ''):22s} {str(r.get('config', '')):22s} "
                       f"{r['us']:8.1f} us {extra} diff {r.get('max_abs_diff', 0):.3g}",
                       flush=True)
         write_json(args.out, result)

@@ -39,7 +39,7 @@ def check_row(row, task, shape):
         assert row[f'{phase}_ms'] > 0 and row[f'{phase}_p90_ms'] == row[f'{phase}_ms']
         assert row[f'{phase}_img_s'] == pytest.approx(2e3 / row[f'{phase}_ms'])
         assert row[f'{phase}_peak_gib'] is None  # CUDA only
-    assert row['train_skipped_steps'] == 0
+    assert row['train_skipped_steps'] == 0 and row['backbone'] == 'eager'
 
 
 @pytest.mark.slow  # 30-75 s on 2 shared cores: the RoI heads cost the same at any image size
@@ -92,6 +92,21 @@ def test_prepare_config(dense):
     cpu = dense.prepare_config(dense.load_config(dense.resolve_config(
         dense.SPECS['upernet_vminet_s'].config)), 'seg', args)
     assert cpu.optim_wrapper.type == 'OptimWrapper' and 'dtype' not in cpu.optim_wrapper
+
+
+def test_compile_backbone_wraps_only_the_backbone(dense):
+    args = dense.parse_args(['--device', 'cpu', '--compile-backbone'])
+    cfg = dense.prepare_config(dense.load_config(dense.resolve_config(
+        dense.SPECS['upernet_vminet_s'].config)), 'seg', args)
+    compiled = dense.build(cfg, args)
+    args.compile_backbone = False
+    eager = dense.build(cfg, args)
+    # torch.compile's wrapper around the backbone's own forward; the heads and keys unchanged
+    original = compiled.backbone.forward._torchdynamo_orig_callable
+    assert original.__func__ is type(compiled.backbone).forward
+    assert not hasattr(eager.backbone.forward, '_torchdynamo_orig_callable')
+    assert not hasattr(compiled.decode_head.forward, '_torchdynamo_orig_callable')
+    assert list(compiled.state_dict()) == list(eager.state_dict())
 
 
 def test_failure_is_recorded_not_fatal(dense, tmp_path, monkeypatch):

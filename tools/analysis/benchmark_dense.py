@@ -2,14 +2,17 @@
 
     python tools/analysis/benchmark_dense.py [--models all|NAMES] [--steps 30] [--warmup 10]
         [--det-shape 800 1333] [--seg-shape 512 512] [--batch 2] [--device cuda|cpu]
-        [--channels-last] [--no-train] [--no-infer] [--out dense_benchmark.json]
+        [--channels-last] [--compile-backbone] [--no-train] [--no-infer]
+        [--out dense_benchmark.json]
 
 Models (--models, comma separated): mask_rcnn_vminet_s (configs/mask_rcnn_vminet_s_1x.py) and
 mask_rcnn_swin_t (mmdet's swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py), 2 images of 800x1333 with
 fp16 AMP; upernet_vminet_s (configs/upernet_vminet_s_160k_ade20k.py) and upernet_swin_t (mmseg's
 swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py), 2 images of 512x512
 with bf16 autocast. Every model is built from its config with pretrained weights off and SyncBN
-reverted to BN (one device, no DDP).
+reverted to BN (one device, no DDP). --compile-backbone runs every model's backbone (ours and
+Swin-T alike) through torch.compile (static shapes; the heads, whose shapes depend on the data,
+stay eager): each row says which.
 
 A training step is what mmengine's runner does per iteration: ``model.train_step`` (data
 preprocessor, forward in loss mode, backward, optimizer step) with the optimizer wrapper built
@@ -107,6 +110,8 @@ def parse_args(argv=None):
     parser.add_argument('--channels-last', action='store_true',
                         help='model weights in channels_last (inputs stay as the data '
                         'preprocessor makes them)')
+    parser.add_argument('--compile-backbone', action='store_true',
+                        help="torch.compile every model's backbone (training and inference)")
     parser.add_argument('--no-train', dest='train', action='store_false',
                         help='skip the training step')
     parser.add_argument('--no-infer', dest='infer', action='store_false',
@@ -196,6 +201,9 @@ def build(cfg: Config, args):
     model = revert_sync_batchnorm(model).to(args.device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if args.compile_backbone:
+        # the bound method, not the module: state-dict keys and the heads stay as they are
+        model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False)
     return model.train()
 
 
@@ -343,6 +351,7 @@ def benchmark_model(key: str, args) -> Dict:
     shape = args.det_shape if spec.task == 'det' else args.seg_shape
     row = dict(key=key, model=spec.name, task=spec.task, config=spec.config,
                precision=precision(spec.task, args.device), batch=args.batch, shape=list(shape),
+               backbone='compile' if args.compile_backbone else 'eager',
                params_m=None, cudnn_benchmark=None, errors=[])
     # the same keys in every row, None where a phase was skipped or failed
     row.update({f'{phase}_{k}': None for phase in ('train', 'infer')
@@ -457,7 +466,9 @@ def main(argv=None) -> Dict:
 
     print(f'\n{results["env"]["device"]}; torch {torch.__version__}, mmcv '
           f'{results["env"]["mmcv"]}, mmdet {results["env"]["mmdet"]}, mmseg '
-          f'{results["env"]["mmseg"]}; batch {args.batch}, det {args.det_shape[0]}x'
+          f'{results["env"]["mmseg"]}; backbones '
+          f'{"torch.compile" if args.compile_backbone else "eager"}; batch {args.batch}, det '
+          f'{args.det_shape[0]}x'
           f'{args.det_shape[1]}, seg {args.seg_shape[0]}x{args.seg_shape[1]}; medians of '
           f'{args.steps} steps after {args.warmup}\n')
     print(markdown_table(results['rows']))

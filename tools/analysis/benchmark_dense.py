@@ -345,13 +345,18 @@ def error_text(phase: str, exc: BaseException) -> str:
     return f'{phase}: {type(exc).__name__}' + (f': {detail[0][:300]}' if detail else '')
 
 
+def backbone_mode(args) -> str:
+    """How the backbones run: 'compile' (--compile-backbone) or 'eager'."""
+    return 'compile' if args.compile_backbone else 'eager'
+
+
 def benchmark_model(key: str, args) -> Dict:
     """One row: the model's training and inference measurements, or the error that stopped one."""
     spec = SPECS[key]
     shape = args.det_shape if spec.task == 'det' else args.seg_shape
     row = dict(key=key, model=spec.name, task=spec.task, config=spec.config,
                precision=precision(spec.task, args.device), batch=args.batch, shape=list(shape),
-               backbone='compile' if args.compile_backbone else 'eager',
+               backbone=backbone_mode(args),
                params_m=None, cudnn_benchmark=None, errors=[])
     # the same keys in every row, None where a phase was skipped or failed
     row.update({f'{phase}_{k}': None for phase in ('train', 'infer')
@@ -466,9 +471,8 @@ def main(argv=None) -> Dict:
 
     print(f'\n{results["env"]["device"]}; torch {torch.__version__}, mmcv '
           f'{results["env"]["mmcv"]}, mmdet {results["env"]["mmdet"]}, mmseg '
-          f'{results["env"]["mmseg"]}; backbones '
-          f'{"torch.compile" if args.compile_backbone else "eager"}; batch {args.batch}, det '
-          f'{args.det_shape[0]}x'
+          f'{results["env"]["mmseg"]}; backbones {backbone_mode(args)}; batch {args.batch}, '
+          f'det {args.det_shape[0]}x'
           f'{args.det_shape[1]}, seg {args.seg_shape[0]}x{args.seg_shape[1]}; medians of '
           f'{args.steps} steps after {args.warmup}\n')
     print(markdown_table(results['rows']))

@@ -43,7 +43,7 @@ def block(channels, kind, form='matrix'):
 results = {}
 # (C, H, W): 135 tokens in two tiles with D = 48 < L; 58 tokens with D = 80 > L in three D
 # steps; 150 tokens in three tiles of the C = 80 tiles, D = 160 > L; C = 112 >
-# FUSED_MAX_CHANNELS: the PyTorch path. Maps at least DWCONV_MIN_WIDTH wide: the depthwise kernel
+# FUSED_MAX_CHANNELS: the PyTorch path after the depthwise kernel
 for kind in vmisa_triton.MASK_IDS:
     for channels, h, w in [(24, 9, 15), (40, 2, 29), (80, 5, 30), (112, 4, 3)]:
         blk = block(channels, kind)
@@ -56,23 +56,29 @@ for kind in vmisa_triton.MASK_IDS:
         results[f'{kind}/{channels}/{h}x{w}'] = dict(
             diff=(out - ref).abs().max().item(), scale=ref.abs().max().item(),
             fused=len(calls) - before, dwconv=len(dw_calls) - dw_before, shape=list(out.shape))
-# the depthwise kernel alone, at the default tiles and others: several row, column and channel
-# tiles, odd sizes, a map wider than a tile, a 3x3 kernel
+# the depthwise kernels alone, at the default tiles and others: token tiles shorter and longer
+# than a row and than the map, channel tiles that do and do not divide C, a 3x3 kernel; in bf16
+# the int32-pair kernel (against conv2d of the same bf16 input in fp32), odd C: the other one
 dw = {}
-for b, c, h, w, k, config in [(2, 24, 9, 11, 7, None), (1, 40, 5, 70, 7, None),
-                              (1, 80, 7, 7, 7, (4, 8, 32, 4)), (1, 16, 3, 2, 7, (1, 16, 16, 4)),
-                              (2, 20, 6, 5, 3, (2, 4, 16, 4))]:
+for b, c, h, w, k, dtype, config in [
+        (2, 24, 9, 11, 7, 'float32', None), (1, 40, 5, 70, 7, 'float32', None),
+        (1, 80, 7, 7, 7, 'float32', (64, 32, 4)), (1, 16, 3, 2, 7, 'float32', (16, 16, 4)),
+        (2, 20, 6, 5, 3, 'float32', (16, 16, 4)), (2, 64, 14, 14, 7, 'float32', (64, 64, 4)),
+        (2, 64, 14, 14, 7, 'bfloat16', None), (1, 40, 5, 9, 7, 'bfloat16', (16, 32, 4)),
+        (1, 24, 6, 7, 3, 'bfloat16', (32, 16, 4)), (1, 15, 4, 6, 7, 'bfloat16', (16, 16, 4))]:
     torch.manual_seed(c)
-    x = torch.randn(b, c, h, w).to(memory_format=torch.channels_last)
+    x = torch.randn(b, c, h, w).to(getattr(torch, dtype)).to(memory_format=torch.channels_last)
     weight, bias = torch.randn(c, 1, k, k), torch.randn(c)
-    ref = torch.nn.functional.conv2d(x, weight, bias, padding=k // 2, groups=c)
+    ref = torch.nn.functional.conv2d(x.float(), weight, bias, padding=k // 2, groups=c)
+    taps = vmisa_triton.tap_weights(weight)
     if config is None:
-        out = vmisa_triton.depthwise_conv(x, weight, bias)
+        out = vmisa_triton.depthwise_conv(x, taps, bias)
     else:
-        out = vmisa_triton._depthwise_conv_impl(x, weight, bias, config)
-    dw[f'{b}x{c}x{h}x{w}/k{k}/{config}'] = dict(diff=(out - ref).abs().max().item(),
-                                                scale=ref.abs().max().item(),
-                                                shape=list(out.shape))
+        out = vmisa_triton._depthwise_conv_impl(x, taps, bias, config)
+    dw[f'{b}x{c}x{h}x{w}/k{k}/{dtype}/{config}'] = dict(
+        diff=(out.float() - ref).abs().max().item(), scale=ref.abs().max().item(),
+        shape=list(out.shape), dtype=str(out.dtype).split('.')[-1],
+        channels_last=out.is_contiguous(memory_format=torch.channels_last))
 results['dwconv'] = dw
 # the recurrent form and grad mode (no autograd for the kernels): the PyTorch path
 before = len(calls)
@@ -106,9 +112,8 @@ def test_interpreted_kernels_match_pytorch(interpreted, kind):
     for name, case in cases.items():
         channels, hw = name.split('/')[1:]
         narrow = int(channels) <= vmisa_triton.FUSED_MAX_CHANNELS
-        wide_map = int(hw.split('x')[1]) >= vmisa_triton.DWCONV_MIN_WIDTH
         assert case['fused'] == int(narrow), name  # the kernels ran, or the PyTorch path
-        assert case['dwconv'] == int(wide_map), name
+        assert case['dwconv'] == 1, name
         assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
         assert case['shape'] == [2, int(channels)] + [int(v) for v in hw.split('x')]
 
@@ -121,18 +126,25 @@ def test_interpreted_fallbacks(interpreted):
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_interpreted_depthwise_conv_matches_conv2d(interpreted):
     cases = interpreted['dwconv']
-    assert len(cases) == 5
+    assert len(cases) == 10
     for name, case in cases.items():
-        assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
+        dtype = name.split('/')[2]
+        # bf16: one rounding of the fp32 sum to bf16, which Triton's interpreter does by
+        # truncation (up to one ulp, 2**-7 relative; the GPU rounds to nearest)
+        tolerance = 1e-5 if dtype == 'float32' else 2**-7
+        assert case['diff'] < tolerance * max(1.0, case['scale']), (name, case)
         assert case['shape'] == [int(v) for v in name.split('/')[0].split('x')]
+        assert case['dtype'] == dtype and case['channels_last'], (name, case)
 
 
 def test_depthwise_conv_rejects_other_weights():
     x = torch.randn(1, 8, 5, 5)
-    with pytest.raises(ValueError, match=r'\(C, 1, K, K\) weight with odd K for C = 8'):
-        vmisa_triton.depthwise_conv(x, torch.randn(8, 1, 4, 4), torch.randn(8))
-    with pytest.raises(ValueError, match='got \\(4, 1, 7, 7\\)'):
-        vmisa_triton.depthwise_conv(x, torch.randn(4, 1, 7, 7), torch.randn(4))
+    with pytest.raises(ValueError, match=r'\(K\*K, C\) tap table .* for C = 8, got \(8, 1, 7, 7\)'):
+        vmisa_triton.depthwise_conv(x, torch.randn(8, 1, 7, 7), torch.randn(8))
+    with pytest.raises(ValueError, match=r'got \(16, 8\)'):  # an even K
+        vmisa_triton.depthwise_conv(x, torch.randn(16, 8), torch.randn(8))
+    with pytest.raises(ValueError, match=r'got \(49, 4\)'):
+        vmisa_triton.depthwise_conv(x, torch.randn(49, 4), torch.randn(4))
 
 
 def test_available_only_where_the_kernels_apply():
@@ -145,9 +157,8 @@ def test_available_only_where_the_kernels_apply():
         assert not vmisa_triton.available(x.double(), 'banded', 'matrix')
         wide = torch.randn(1, vmisa_triton.FUSED_MAX_CHANNELS + 1, 2, 2, device='cuda')
         assert not vmisa_triton.available(wide, 'banded', 'matrix')
-        width = vmisa_triton.DWCONV_MIN_WIDTH
-        assert vmisa_triton.dwconv_available(torch.randn(1, 8, 2, width, device='cuda'))
-        assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, width - 1, device='cuda'))
+        assert vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 3, device='cuda'))
+        assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 3, device='cuda').double())
     elif not vmisa_triton.INTERPRET:
         assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 64))
 
@@ -180,6 +191,25 @@ def test_gpu_fused_model_matches(dtype):
     tol = 2e-3 if dtype == torch.float32 else 8e-2
     for a, b in zip(ref, out):
         assert (a - b.float()).abs().max().item() < tol * a.abs().max().item()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_depthwise_kernels_match_conv2d(dtype):
+    # VMINet-XS's maps, a detection-like 50x84 map and an odd channel count (bf16: not pairs)
+    for b, c, h, w in [(8, 48, 56, 56), (4, 96, 28, 28), (4, 192, 14, 14), (4, 384, 7, 7),
+                       (2, 40, 50, 84), (2, 15, 9, 9)]:
+        torch.manual_seed(c)
+        x = torch.randn(b, c, h, w, device='cuda').to(dtype)
+        x = x.to(memory_format=torch.channels_last)
+        weight, bias = torch.randn(c, 1, 7, 7, device='cuda'), torch.randn(c, device='cuda')
+        ref = torch.nn.functional.conv2d(x.float(), weight, bias, padding=3, groups=c)
+        out = vmisa_triton.depthwise_conv(x, vmisa_triton.tap_weights(weight), bias)
+        assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+        # fp32 sums in another order, then one rounding to dtype (half an ulp)
+        rel = {torch.float32: 1e-5, torch.float16: 2**-11, torch.bfloat16: 2**-8}[dtype]
+        assert (out.float() - ref).abs().max().item() <= rel * ref.abs().max().item(), (c, h, w)
 
 
 @pytest.mark.gpu

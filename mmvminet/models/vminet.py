@@ -168,12 +168,15 @@ class VMISA(nn.Module):
     def fuse(self, triton: bool = False):
         """Inference only: fold the depthwise conv's BN and merge the Q and K projections into
         one 1x1 conv, so the (B, C, H, W) map is read once and one GEMM runs instead of two.
-        triton: run the depthwise conv (maps >= 28 wide) and, on narrow channels (C <= 96),
+        triton: run the depthwise conv and, on narrow channels (C <= 96),
         everything after it in Triton kernels (``vmisa_triton``) where they apply (CUDA,
         no autograd; the fused kernels: matrix form)."""
         self.dwconv.fuse()
         # the Triton depthwise conv has no norm after it: only where the norm was folded (BN)
         self.use_triton = triton and isinstance(self.dwconv.norm, nn.Identity)
+        if self.use_triton:  # its weights as the kernels' (K*K, C) fp32 table, made once
+            self.register_buffer('dwconv_taps', vmisa_triton.tap_weights(self.dwconv.conv.weight),
+                                 persistent=False)
         merged = nn.Conv2d(self.q_proj.in_channels, 2 * self.q_proj.out_channels, 1).to(
             self.q_proj.weight)
         merged.weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight]))
@@ -211,7 +214,7 @@ class VMISA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels = self.use_triton and not torch.is_grad_enabled()  # they have no backward
         if kernels and vmisa_triton.dwconv_available(x):
-            u = vmisa_triton.depthwise_conv(x, self.dwconv.conv.weight, self.dwconv.conv.bias)
+            u = vmisa_triton.depthwise_conv(x, self.dwconv_taps, self.dwconv.conv.bias)
         else:
             u = self.dwconv(x)
         if kernels and vmisa_triton.available(x, self.mask_kind, self.form):
@@ -410,8 +413,8 @@ class VMINet(BaseModule):
 
     def fuse(self, triton: bool = False):
         """Inference only: fold every stem/downsample/depthwise BatchNorm into its conv and
-        merge each block's Q and K projections; triton=True also runs the depthwise convs of
-        maps >= 28 wide and, in blocks of C <= 96 (VMINet-XS stages 0-1), everything after them
+        merge each block's Q and K projections; triton=True also runs the depthwise convs and,
+        in blocks of C <= 96 (VMINet-XS stages 0-1), everything after them
         in Triton kernels (CUDA, under torch.no_grad or inference_mode; the fused kernels: matrix
         form; elsewhere the PyTorch path runs). Outputs stay equal up to float rounding; the
         fused model has other state-dict keys and is not for training or saving."""

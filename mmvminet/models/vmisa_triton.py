@@ -16,9 +16,9 @@ a (B, C, H, W) tensor whose memory is (B, H*W, C), so a tile of tokens is a (tok
 and the projections are tensor-core dots. Inference only (no autograd); the matrix form only
 (the recurrent form's scan stays in PyTorch); C <= FUSED_MAX_CHANNELS: each tile of tokens
 reloads the three weight matrices, so past that width torch.compile's GEMMs + fused elementwise
-passes win. The depthwise kernel (_dwconv_kernel) streams input rows through several output
-rows; it beats cuDNN on maps >= DWCONV_MIN_WIDTH wide. Both limits and all tile sizes come from
-tools/analysis/tune_vmisa_kernels.py on an H100 (docs/benchmarks.md).
+passes win. The depthwise kernels (_dwconv_kernel, and _dwconv_bf16_kernel for bf16) take each
+of the K*K taps as one shifted load of a tile of tokens; they beat cuDNN on every VMINet-XS map.
+The limit and all tile sizes come from tools/analysis/tune_vmisa_kernels.py (docs/benchmarks.md).
 
 ``vmisa_context_output`` and ``depthwise_conv`` are registered as the custom ops
 ``mmvminet::vmisa_fused`` and ``mmvminet::depthwise_conv`` so that torch.compile traces through
@@ -36,10 +36,9 @@ except ImportError:  # CPU-only installs: the PyTorch path is used
     triton = None
 
 MASK_IDS = {'lower_triangular': 0, 'banded': 1, 'block_diagonal': 2, 'none': 3}
-# Where the kernels beat cuDNN and torch.compile (tune_vmisa_kernels_h100.json): the fused
-# kernels up to C = 96 (VMINet-XS stages 0-1), the depthwise conv on maps at least 28 wide.
+# Where the fused kernels beat torch.compile (tune_vmisa_kernels_h100.json): up to C = 96
+# (VMINet-XS stages 0-1).
 FUSED_MAX_CHANNELS = 96
-DWCONV_MIN_WIDTH = 28
 INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -58,8 +57,8 @@ def available(x: torch.Tensor, mask_kind: str, form: str) -> bool:
 
 
 def dwconv_available(x: torch.Tensor) -> bool:
-    """Whether the depthwise-conv kernel runs on x (B, C, H, W)."""
-    return x.shape[-1] >= DWCONV_MIN_WIDTH and _runs_on(x)
+    """Whether the depthwise-conv kernels run on x (B, C, H, W)."""
+    return _runs_on(x)
 
 
 if triton is not None:
@@ -142,42 +141,82 @@ if triton is not None:
 
 
     @triton.jit
-    def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C, K: tl.constexpr,
-                       ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-        """out[b, h, w, c] = b[c] + sum_ij w[c, i, j] x[b, h + i - K//2, w + j - K//2, c] (zero
-        padding) on channels-last (B, H, W, C) memory, for ROWS output rows x BLOCK_W columns x
-        BLOCK_C channels per program. Each input row is loaded once per horizontal tap (a
-        contiguous run of BLOCK_W * C elements when BLOCK_C covers C) and feeds all ROWS output
-        rows it touches: (ROWS + K - 1) K loads for ROWS K^2 taps."""
-        pid = tl.program_id(0)
-        col_tiles = tl.cdiv(W, BLOCK_W)
-        row_tiles = tl.cdiv(H, ROWS)
-        w0 = (pid % col_tiles) * BLOCK_W
-        h0 = (pid // col_tiles % row_tiles) * ROWS
-        b = (pid // (col_tiles * row_tiles)).to(tl.int64)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        c_ok = c < C
-        col = w0 + tl.arange(0, BLOCK_W)
-        t = tl.arange(0, ROWS)
-        base = x_ptr + b * H * W * C
-        acc = tl.zeros((ROWS, BLOCK_W, BLOCK_C), dtype=tl.float32)
-        for r in range(ROWS + K - 1):  # a loop, not unrolled, to keep the build short
-            ih = h0 + r - K // 2
-            kh = r - t  # the kernel row that input row r is for output row t
-            w_ok = (kh >= 0) & (kh < K)
-            for kw in tl.static_range(K):
-                iw = col + kw - K // 2
-                x_ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-                xv = tl.load(base + (ih * W + iw)[:, None] * C + c[None, :],
-                             mask=x_ok[:, None] & c_ok[None, :], other=0.).to(tl.float32)
-                wv = tl.load(w_ptr + c[None, :] * (K * K) + (kh * K + kw)[:, None],
-                             mask=w_ok[:, None] & c_ok[None, :], other=0.).to(tl.float32)
-                acc += wv[:, None, :] * xv[None, :, :]
-        acc += tl.load(b_ptr + c, mask=c_ok, other=0.).to(tl.float32)[None, None, :]
-        oh = h0 + t
-        offsets = ((b * H + oh[:, None, None]) * W + col[None, :, None]) * C + c[None, None, :]
-        ok = (oh < H)[:, None, None] & (col < W)[None, :, None] & c_ok[None, None, :]
-        tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=ok)
+    def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W: tl.constexpr, C: tl.constexpr,
+                       K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+        """out[b, h, w, c] = b[c] + sum_ij w[i, j, c] x[b, h + i - K//2, w + j - K//2, c] (zero
+        padding) on channels-last (B, H*W, C) memory, for BLOCK_T consecutive tokens (raster
+        order) x BLOCK_C channels per program; w is the (K*K, C) fp32 tap table.
+
+        In raster order a tap (i, j) is a constant shift (i - K//2) W + (j - K//2) of the token
+        index, so with W and C compile-time constants each tap is one load at a fixed offset
+        from the tile's pointers; its zero padding is a per-token predicate, shared by the tile's
+        channels (whole vectors) when BLOCK_C divides C."""
+        t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+        b = tl.program_id(1).to(tl.int64)
+        c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        h, w = t // W, t % W
+        tokens = H * W
+        x_tile = x_ptr + b * tokens * C + t[:, None] * C + c[None, :]
+        acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+        # a loop over kernel rows, unrolled over columns only: unrolling all K*K taps lets the
+        # compiler hoist every load and spill registers
+        for i in range(K):
+            row_ok = (h >= K // 2 - i) & (h < H + K // 2 - i)
+            for j in tl.static_range(K):
+                ok = row_ok & (w >= K // 2 - j) & (w < W + K // 2 - j)
+                if C % BLOCK_C == 0:
+                    wv = tl.load(w_ptr + (i * K + j) * C + c)
+                    xv = tl.load(x_tile + ((i - K // 2) * W + j - K // 2) * C,
+                                 mask=ok[:, None], other=0.)
+                else:
+                    wv = tl.load(w_ptr + (i * K + j) * C + c, mask=c < C, other=0.)
+                    xv = tl.load(x_tile + ((i - K // 2) * W + j - K // 2) * C,
+                                 mask=ok[:, None] & (c < C)[None, :], other=0.)
+                acc += xv.to(tl.float32) * wv[None, :]
+        acc += tl.load(b_ptr + c, mask=c < C, other=0.).to(tl.float32)[None, :]
+        tl.store(out_ptr + b * tokens * C + t[:, None] * C + c[None, :],
+                 acc.to(out_ptr.dtype.element_ty), mask=(t < tokens)[:, None] & (c < C)[None, :])
+
+    @triton.jit
+    def _dwconv_bf16_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W: tl.constexpr, C: tl.constexpr,
+                            K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+        """_dwconv_kernel for bf16 with even C, reading x and writing out as int32 channel pairs
+        (x_ptr, out_ptr: int32 views). A bf16 is the top half of an fp32, so the pair's even
+        channel is v << 16 and its odd channel v & 0xffff0000: no conversion instructions, which
+        otherwise outnumber the FMAs (1.34x faster at VMINet-XS stage 2, H200)."""
+        PAIRS: tl.constexpr = BLOCK_C // 2
+        t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+        b = tl.program_id(1).to(tl.int64)
+        p = tl.program_id(2) * PAIRS + tl.arange(0, PAIRS)
+        p_ok = p < C // 2
+        h, w = t // W, t % W
+        tokens = H * W
+        x_tile = x_ptr + b * tokens * (C // 2) + t[:, None] * (C // 2) + p[None, :]
+        pair = 2 * p[:, None] + tl.arange(0, 2)[None, :]  # (PAIRS, 2) channel indices
+        acc_even = tl.zeros((BLOCK_T, PAIRS), dtype=tl.float32)
+        acc_odd = tl.zeros((BLOCK_T, PAIRS), dtype=tl.float32)
+        for i in range(K):  # rows looped, columns unrolled: see _dwconv_kernel
+            row_ok = (h >= K // 2 - i) & (h < H + K // 2 - i)
+            for j in tl.static_range(K):
+                ok = row_ok & (w >= K // 2 - j) & (w < W + K // 2 - j)
+                if C % BLOCK_C == 0:
+                    w_even, w_odd = tl.split(tl.load(w_ptr + (i * K + j) * C + pair))
+                    v = tl.load(x_tile + ((i - K // 2) * W + j - K // 2) * (C // 2),
+                                mask=ok[:, None], other=0)
+                else:
+                    w_even, w_odd = tl.split(tl.load(w_ptr + (i * K + j) * C + pair,
+                                                     mask=p_ok[:, None], other=0.))
+                    v = tl.load(x_tile + ((i - K // 2) * W + j - K // 2) * (C // 2),
+                                mask=ok[:, None] & p_ok[None, :], other=0)
+                acc_even += (v << 16).to(tl.float32, bitcast=True) * w_even[None, :]
+                acc_odd += (v & -65536).to(tl.float32, bitcast=True) * w_odd[None, :]
+        b_even, b_odd = tl.split(tl.load(b_ptr + pair, mask=p_ok[:, None], other=0.))
+        even = (acc_even + b_even.to(tl.float32)[None, :]).to(tl.bfloat16)
+        odd = (acc_odd + b_odd.to(tl.float32)[None, :]).to(tl.bfloat16)
+        packed = ((even.to(tl.int16, bitcast=True).to(tl.int32) & 65535)
+                  | (odd.to(tl.int16, bitcast=True).to(tl.int32) << 16))
+        tl.store(out_ptr + b * tokens * (C // 2) + t[:, None] * (C // 2) + p[None, :], packed,
+                 mask=(t < tokens)[:, None] & p_ok[None, :])
 
 
 def _launch(kernel, grid, *args, wrap=True, **meta):
@@ -263,28 +302,44 @@ def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tens
     return (_vmisa_fused if INTERPRET else _vmisa_fused_op)(*args)
 
 
-def dwconv_config(channels: int, width: int):
-    """(ROWS, BLOCK_W, BLOCK_C, warps) of the depthwise kernel for a (C, W) map: the fastest
-    tiles of tools/analysis/tune_vmisa_kernels.py (H100, VMINet-XS stages 0-1, C = 48 and 96)."""
-    block_w = min(64, triton.next_power_of_2(width))
-    return 4, block_w, 32 if channels % 32 == 0 else 16, 4
+def dwconv_config(channels: int, width: int, dtype: torch.dtype):
+    """(BLOCK_T, BLOCK_C, warps) of the depthwise kernels for a (C, W) map: the fastest tiles of
+    tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages (H200, batch 256, bf16: W = 56,
+    28, 14, 7 for C = 48, 96, 192, 384)."""
+    if width >= 56:
+        return 128, 16, 4
+    if width >= 28:
+        return 64, 32, 4
+    if width >= 14:
+        return 32, 64, 4
+    return 64, 64 if dtype == torch.bfloat16 else 32, 4
 
 
-def _depthwise_conv_impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, config,
+def tap_weights(weight: torch.Tensor) -> torch.Tensor:
+    """A depthwise conv weight (C, 1, K, K) as the kernels' (K*K, C) fp32 tap table."""
+    return weight.detach().reshape(weight.shape[0], -1).t().float().contiguous()
+
+
+def _depthwise_conv_impl(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, config,
                          wrap: bool = True) -> torch.Tensor:
-    """The kernel with tiles config = (ROWS, BLOCK_W, BLOCK_C, warps); wrap: see ``_launch``."""
+    """The kernel with tiles config = (BLOCK_T, BLOCK_C, warps); wrap: see ``_launch``."""
     b, c, h, w = x.shape
-    rows, block_w, block_c, warps = config
+    k = round(taps.shape[0]**0.5)
+    block_t, block_c, warps = config
     x = x.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last input
     out = torch.empty_like(x)
-    grid = (b * triton.cdiv(h, rows) * triton.cdiv(w, block_w), triton.cdiv(c, block_c))
-    _launch(_dwconv_kernel, grid, x, weight, bias, out, h, w, c, K=weight.shape[-1],
-            ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, wrap=wrap)
+    grid = (triton.cdiv(h * w, block_t), b, triton.cdiv(c, block_c))
+    if x.dtype == torch.bfloat16 and c % 2 == 0:
+        kernel, x_arg, out_arg = _dwconv_bf16_kernel, x.view(torch.int32), out.view(torch.int32)
+    else:
+        kernel, x_arg, out_arg = _dwconv_kernel, x, out
+    _launch(kernel, grid, x_arg, taps.float(), bias, out_arg, h, W=w, C=c, K=k,
+            BLOCK_T=block_t, BLOCK_C=block_c, num_warps=warps, wrap=wrap)
     return out.permute(0, 3, 1, 2)
 
 
-def _depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return _depthwise_conv_impl(x, weight, bias, dwconv_config(x.shape[1], x.shape[3]))
+def _depthwise_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return _depthwise_conv_impl(x, taps, bias, dwconv_config(x.shape[1], x.shape[3], x.dtype))
 
 
 if triton is not None and hasattr(torch.library, 'triton_op'):
@@ -294,14 +349,16 @@ else:
     _depthwise_conv_op = _depthwise_conv
 
 
-def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """F.conv2d(x, weight, bias, padding=K // 2, groups=C) in the Triton kernel.
+def depthwise_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, padding=K // 2, groups=C) in the Triton kernels.
 
-    x (B, C, H, W) (channels-last avoids a copy); weight (C, 1, K, K), odd K; bias (C,).
-    Returns (B, C, H, W) in x's dtype, channels-last; accumulates in fp32.
+    x (B, C, H, W) (channels-last avoids a copy); taps (K*K, C) = ``tap_weights(weight)`` of a
+    (C, 1, K, K) weight, odd K; bias (C,). Returns (B, C, H, W) in x's dtype, channels-last;
+    accumulates in fp32.
     """
-    if weight.shape[1] != 1 or weight.shape[0] != x.shape[1] or weight.shape[-1] % 2 == 0:
-        raise ValueError(f'depthwise_conv needs a (C, 1, K, K) weight with odd K for C = '
-                         f'{x.shape[1]}, got {tuple(weight.shape)}')
-    args = (x, weight.contiguous(), bias.contiguous())
+    k = round(taps.shape[0]**0.5) if taps.dim() == 2 else 0
+    if taps.dim() != 2 or taps.shape[1] != x.shape[1] or k * k != taps.shape[0] or k % 2 == 0:
+        raise ValueError(f'depthwise_conv needs a (K*K, C) tap table (tap_weights of a (C, 1, K, '
+                         f'K) weight, odd K) for C = {x.shape[1]}, got {tuple(taps.shape)}')
+    args = (x, taps.contiguous(), bias.contiguous())
     return (_depthwise_conv if INTERPRET else _depthwise_conv_op)(*args)

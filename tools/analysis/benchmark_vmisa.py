@@ -92,15 +92,13 @@ def measure_stage(stage: int, args, bandwidth: float):
         # the kernels at every width, not only where the model uses them
 
         def triton_block(inputs):
-            if vmisa_triton.dwconv_available(inputs):
-                u = vmisa_triton.depthwise_conv(inputs, conv.weight, conv.bias)
-            else:
-                u = block.dwconv(inputs)
+            u = vmisa_triton.depthwise_conv(inputs, taps, conv.bias)
             return block.fused_forward(inputs, u)
 
         conv = block.dwconv.conv
+        taps = vmisa_triton.tap_weights(conv.weight)
         row['dwconv_triton_us'] = seconds_per_call(
-            lambda: vmisa_triton.depthwise_conv(x, conv.weight, conv.bias), args) * 1e6
+            lambda: vmisa_triton.depthwise_conv(x, taps, conv.bias), args) * 1e6
 
         fused = triton_block(x)
         row['triton_us'] = seconds_per_call(lambda: triton_block(x), args) * 1e6

@@ -6,7 +6,8 @@
 For each stage of the arch (the map of benchmark_vmisa.py's block), times
   dwconv      the depthwise 7x7 conv (BN folded) as cuDNN channels-last (cudnn.benchmark on),
               cuDNN on contiguous NCHW, PyTorch's own kernel (cuDNN off) in both layouts, and
-              the Triton kernel at every (ROWS, BLOCK_W, BLOCK_C, warps) of a grid;
+              the Triton kernel (bf16: its int32-pair variant) at every (BLOCK_T, BLOCK_C, warps)
+              of a grid and at its default tiles;
   fused       the two fused VMI-SA kernels after the depthwise conv at every
               (BLOCK_T, CP, BLOCK_D, warps) of a grid.
 Each row has its median time (CUDA events), its bandwidth for the dwconv (2 N C elements moved)
@@ -60,16 +61,20 @@ def dwconv_rows(block, x, args):
                                                        groups=inp.shape[1]), args) * 1e6
                 rows.append(dict(kind='dwconv', impl=name, us=us))
         b, c, h, w = x.shape
-        grid = itertools.product((1, 2, 4), pow2_caps((32, 64), w),
+        taps = vmisa_triton.tap_weights(weight)
+        grid = itertools.product(pow2_caps((32, 64, 128, 256), h * w),
                                  pow2_caps((16, 32, 64), max(16, c)), (4, 8))
         for config in grid:
             if time.monotonic() > args.deadline:
                 break
-            out = vmisa_triton._depthwise_conv_impl(x, weight, bias, config, wrap=False)
+            out = vmisa_triton._depthwise_conv_impl(x, taps, bias, config, wrap=False)
             us = seconds_per_call(lambda: vmisa_triton._depthwise_conv_impl(
-                x, weight, bias, config, wrap=False), args) * 1e6
+                x, taps, bias, config, wrap=False), args) * 1e6
             rows.append(dict(kind='dwconv', impl='triton', config=list(config), us=us,
                              max_abs_diff=(out.float() - reference.float()).abs().max().item()))
+        # the custom op at dwconv_config's tiles, as the model calls it
+        rows.append(dict(kind='dwconv', impl='triton', config='default', us=seconds_per_call(
+            lambda: vmisa_triton.depthwise_conv(x, taps, bias), args) * 1e6))
     for row in rows:
         row['gbs'] = moved / row['us'] / 1e3
     return rows

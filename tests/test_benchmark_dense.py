@@ -143,3 +143,14 @@ def test_bad_arguments_are_rejected(dense):
         with pytest.raises(SystemExit):
             dense.parse_args(['--device', 'cpu'] + argv)
     assert dense.parse_args(['--device', 'cpu']).models == list(dense.SPECS)
+
+
+def test_profile_steps_ranks_the_operators(dense):
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    top = dense.profile_steps(lambda: torch.relu(a @ b).sum(), 3, 'cpu', top=2)
+    assert len(top) == 2 and top[0]['ms_per_step'] >= top[1]['ms_per_step'] > 0
+    assert any('mm' in k['name'] for k in top)  # the matrix product takes the most time
+    assert 0 < sum(k['share'] for k in top) <= 1
+    assert all(k['calls_per_step'] >= 1 for k in top)
+    with pytest.raises(SystemExit):
+        dense.parse_args(['--device', 'cpu', '--profile-steps', '-1'])

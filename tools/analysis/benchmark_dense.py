@@ -2,7 +2,7 @@
 
     python tools/analysis/benchmark_dense.py [--models all|NAMES] [--steps 30] [--warmup 10]
         [--det-shape 800 1333] [--seg-shape 512 512] [--batch 2] [--device cuda|cpu]
-        [--channels-last] [--compile-backbone] [--no-train] [--no-infer]
+        [--channels-last] [--compile-backbone] [--no-train] [--no-infer] [--profile-steps 0]
         [--out dense_benchmark.json]
 
 Models (--models, comma separated): mask_rcnn_vminet_s (configs/mask_rcnn_vminet_s_1x.py) and
@@ -24,6 +24,11 @@ Inputs are synthetic: random images, a few random boxes and masks per image (mmd
 on CPU) after --warmup steps, reported as median and p90; peak CUDA memory is
 ``torch.cuda.max_memory_allocated`` since the phase began (weights, gradients and optimizer state
 included). On CPU everything runs in fp32 (AmpOptimWrapper needs an accelerator): for smoke tests.
+
+--profile-steps N runs N more training steps under torch.profiler after the timed ones and keeps
+the kernels that took the most device time (CPU: operators and CPU time) in the row's
+``train_profile``: name, ms per step and share of the profiled kernel time, to say where a step
+goes.
 
 Prints one markdown table (with speed-up and memory fraction against the Swin-T of the same task)
 and writes the rows plus an ``env`` block (device, versions, exact command) to --out. A failure
@@ -116,6 +121,8 @@ def parse_args(argv=None):
                         help='skip the training step')
     parser.add_argument('--no-infer', dest='infer', action='store_false',
                         help='skip inference (predict mode)')
+    parser.add_argument('--profile-steps', type=int, default=0,
+                        help='profile this many more training steps (default 0: none)')
     parser.add_argument('--out', default='dense_benchmark.json', help='JSON of rows + env')
     args = parser.parse_args(argv)
 
@@ -126,8 +133,9 @@ def parse_args(argv=None):
     unknown = [n for n in args.models if n not in SPECS]
     if unknown or not args.models:
         parser.error(f'unknown --models {unknown}; valid: all, {", ".join(SPECS)}')
-    if args.steps < 1 or args.warmup < 0 or args.batch < 1:
-        parser.error('--steps and --batch need at least 1, --warmup at least 0')
+    if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.profile_steps < 0:
+        parser.error('--steps and --batch need at least 1, --warmup and --profile-steps at '
+                     'least 0')
     if not (args.train or args.infer):
         parser.error('--no-train and --no-infer leave nothing to measure')
     return args
@@ -303,6 +311,26 @@ def loss_scale(optim_wrapper) -> Optional[float]:
     return scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
 
 
+def profile_steps(step: Callable[[], object], steps: int, device: str,
+                  top: int = 25) -> List[Dict]:
+    """The ``top`` kernels (CPU: operators) by self time over ``steps`` calls of ``step``:
+    name, ms per step and share of the time of all of them."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device == 'cuda'
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    attr = 'self_device_time_total' if cuda else 'self_cpu_time_total'
+    events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
+    total = sum(getattr(e, attr) for e in events)
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [dict(name=e.key[:160], ms_per_step=round(getattr(e, attr) / 1e3 / steps, 3),
+                 share=round(getattr(e, attr) / total, 4), calls_per_step=e.count / steps)
+            for e in events[:top]]
+
+
 def measure_train(model, data, cfg: Config, args) -> Dict:
     """Training-step timings and peak memory; the optimizer state is freed afterwards."""
     reset_peak(args.device)
@@ -318,6 +346,8 @@ def measure_train(model, data, cfg: Config, args) -> Dict:
     result['train_peak_gib'] = peak_gib(args.device)
     result['train_skipped_steps'] = (max(0, round(math.log2(scale_before / scale_after)))
                                      if scale_before else 0)
+    if args.profile_steps:
+        result['train_profile'] = profile_steps(step, args.profile_steps, args.device)
     return result
 
 
@@ -468,6 +498,9 @@ def main(argv=None) -> Dict:
               f'{time.perf_counter() - begin:.1f} s: train {fmt(row.get("train_ms"))} ms, '
               f'infer {fmt(row.get("infer_ms"))} ms'
               + ''.join(f'\n    ! {e}' for e in row['errors']), flush=True)
+        for kernel in row.get('train_profile') or []:
+            print(f'    {kernel["ms_per_step"]:8.2f} ms/step {100 * kernel["share"]:5.1f}%  '
+                  f'x{kernel["calls_per_step"]:<6g} {kernel["name"][:100]}', flush=True)
 
     print(f'\n{results["env"]["device"]}; torch {torch.__version__}, mmcv '
           f'{results["env"]["mmcv"]}, mmdet {results["env"]["mmdet"]}, mmseg '

@@ -182,8 +182,8 @@ if triton is not None:
                             K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
         """_dwconv_kernel for bf16 with even C, reading x and writing out as int32 channel pairs
         (x_ptr, out_ptr: int32 views). A bf16 is the top half of an fp32, so the pair's even
-        channel is v << 16 and its odd channel v & 0xffff0000: no conversion instructions, which
-        otherwise outnumber the FMAs (1.34x faster at VMINet-XS stage 2, H200)."""
+        channel is v << 16 and its odd channel v & 0xffff0000: one shift or mask per element, where
+        the conversions of _dwconv_kernel outnumber its FMAs (docs/benchmarks.md)."""
         PAIRS: tl.constexpr = BLOCK_C // 2
         t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
         b = tl.program_id(1).to(tl.int64)

@@ -1,0 +1,120 @@
+"""Registers, spills and instruction mix of the depthwise-conv Triton kernels, on any machine.
+
+    python tools/analysis/kernel_resources.py [--arch 90] [--dtype bf16]
+        [--maps 56:48,28:96,14:192,7:384] [--tiles BLOCK_T,BLOCK_C,WARPS] [--out FILE.json]
+
+For each map W:C (default: VMINet-XS's four stages) the kernel the model launches for that dtype
+(bf16: the int32-pair kernel) is compiled at ``dwconv_config``'s tiles (or --tiles) for sm_<arch>a
+by Triton's own ptxas, without a GPU. Printed per map: ptxas's registers per thread and spill
+bytes, the SASS size and its most frequent opcodes (cuobjdump beside ptxas). The loop over kernel
+rows is not unrolled, so the SASS holds one kernel row (K taps) of FMAs: with T x C / threads
+outputs per thread, FFMA = K T C / threads. Spills or conversion instructions (PRMT, SHF, F2F)
+that outnumber the FFMAs are what to look for.
+"""
+import argparse
+import collections
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mmvminet.models import vmisa_triton  # noqa: E402
+
+DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
+POINTER = {torch.bfloat16: '*bf16', torch.float16: '*fp16', torch.float32: '*fp32'}
+OPCODE = re.compile(r'/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--arch', type=int, default=90, help='compute capability x 10 (90: H100)')
+    parser.add_argument('--dtype', default='bf16', choices=list(DTYPES))
+    parser.add_argument('--maps', default='56:48,28:96,14:192,7:384',
+                        help='comma-separated W:C (map width and channels)')
+    parser.add_argument('--tiles', default=None,
+                        help="BLOCK_T,BLOCK_C,WARPS for every map (default: dwconv_config's)")
+    parser.add_argument('--kernel-size', type=int, default=7)
+    parser.add_argument('--out', default=None, help='also write the rows as JSON')
+    args = parser.parse_args(argv)
+    if vmisa_triton.triton is None:
+        parser.error('needs Triton (it ships with the CUDA builds of torch)')
+    try:
+        args.maps = [tuple(int(v) for v in m.split(':')) for m in args.maps.split(',')]
+        args.tiles = tuple(int(v) for v in args.tiles.split(',')) if args.tiles else None
+    except ValueError:
+        parser.error('--maps takes W:C pairs, --tiles three integers')
+    if any(len(m) != 2 for m in args.maps) or (args.tiles and len(args.tiles) != 3):
+        parser.error('--maps takes W:C pairs, --tiles three integers')
+    return args
+
+
+def compile_kernel(width: int, channels: int, dtype: torch.dtype, tiles, arch: int,
+                   kernel_size: int = 7):
+    """The depthwise kernel the model would launch, compiled for sm_<arch>a: its PTX text."""
+    triton = vmisa_triton.triton
+    from triton.backends.compiler import GPUTarget
+    pairs = dtype == torch.bfloat16 and channels % 2 == 0
+    kernel = vmisa_triton._dwconv_bf16_kernel if pairs else vmisa_triton._dwconv_kernel
+    data = '*i32' if pairs else POINTER[dtype]
+    block_t, block_c, warps = tiles
+    signature = {'x_ptr': data, 'w_ptr': '*fp32', 'b_ptr': '*fp32', 'out_ptr': data, 'H': 'i32',
+                 'W': 'constexpr', 'C': 'constexpr', 'K': 'constexpr', 'BLOCK_T': 'constexpr',
+                 'BLOCK_C': 'constexpr'}
+    constants = dict(W=width, C=channels, K=kernel_size, BLOCK_T=block_t, BLOCK_C=block_c)
+    # the 16-byte pointer alignment Triton assumes at launch for torch's allocations
+    aligned = {(i, ): [['tt.divisibility', 16]] for i in range(4)}
+    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants,
+                                       attrs=aligned)
+    compiled = triton.compile(source, target=GPUTarget('cuda', arch, 32),
+                              options=dict(num_warps=warps))
+    return compiled.asm['ptx'], kernel.__name__
+
+
+def resources(ptx: str, arch: int) -> dict:
+    """ptxas -v's registers and spill bytes and the SASS opcode counts of one PTX kernel."""
+    from triton.backends.nvidia.compiler import get_ptxas
+    ptxas = Path(get_ptxas(arch).path)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, cubin = Path(tmp) / 'kernel.ptx', Path(tmp) / 'kernel.cubin'
+        src.write_text(ptx)
+        info = subprocess.run([str(ptxas), f'-arch=sm_{arch}a', '-v', str(src), '-o', str(cubin)],
+                              capture_output=True, text=True, check=True).stderr
+        sass = subprocess.run([str(ptxas.parent / 'cuobjdump'), '-sass', str(cubin)],
+                              capture_output=True, text=True, check=True).stdout
+    registers = re.search(r'Used (\d+) registers', info)
+    spills = [int(v) for v in re.findall(r'(\d+) bytes spill (?:stores|loads)', info)]
+    opcodes = collections.Counter(OPCODE.findall(sass))
+    return dict(registers=int(registers.group(1)) if registers else None,
+                spill_bytes=sum(spills), sass_instructions=sum(opcodes.values()),
+                opcodes=dict(opcodes.most_common()))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    dtype = DTYPES[args.dtype]
+    rows = []
+    for width, channels in args.maps:
+        tiles = args.tiles or vmisa_triton.dwconv_config(channels, width, dtype)
+        ptx, name = compile_kernel(width, channels, dtype, tiles, args.arch, args.kernel_size)
+        row = dict(width=width, channels=channels, dtype=args.dtype, kernel=name,
+                   tiles=list(tiles), arch=f'sm_{args.arch}a', **resources(ptx, args.arch))
+        rows.append(row)
+        top = ', '.join(f'{op} {n}' for op, n in list(row['opcodes'].items())[:8])
+        print(f'W={width:4d} C={channels:4d} {name} tiles {tuple(tiles)}: {row["registers"]} '
+              f'registers, {row["spill_bytes"]} spill bytes, {row["sass_instructions"]} SASS '
+              f'instructions ({top})', flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+if __name__ == '__main__':
+    main()

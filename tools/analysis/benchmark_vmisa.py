@@ -8,12 +8,11 @@ For each stage of the arch: one inference block (BN folded, Q/K merged; weights 
 --dtype, channels_last) on the stage's (B, C, H, W) map at --img-size, timed as
   eager            the PyTorch path,
   compile          torch.compile of it (--compile-mode),
-  triton           the Triton kernels: the depthwise conv where the model uses it (maps >= 28
-                   wide; cuDNN elsewhere) and the fused kernels after it at every width (the
-                   model uses them for C <= 96 only),
+  triton           the Triton kernels: the depthwise conv and the fused kernels after it at
+                   every width (the model uses the fused ones for C <= 96 only),
   compile_triton   torch.compile of that,
   dwconv           the depthwise conv alone (cuDNN),
-  dwconv_triton    the depthwise conv alone in the Triton kernel (at every width).
+  dwconv_triton    the depthwise conv alone in the Triton kernel.
 The floor (tools/analysis/vmisa_traffic.py) is 3 N C elements (read x twice, write once), in
 time at the bandwidth of a device-to-device copy measured in the same run; the depthwise conv
 moves at least 2 N C (dwconv_gbs: the bandwidth that implies). Medians over

@@ -168,9 +168,9 @@ class VMISA(nn.Module):
     def fuse(self, triton: bool = False):
         """Inference only: fold the depthwise conv's BN and merge the Q and K projections into
         one 1x1 conv, so the (B, C, H, W) map is read once and one GEMM runs instead of two.
-        triton: run the depthwise conv and everything after it in Triton kernels
-        (``vmisa_triton``) where they apply (CUDA, no autograd; the kernels after the
-        depthwise conv: matrix form, C <= 96 or a multiple of 64)."""
+        triton: run the depthwise conv and, on narrow channels (C <= 96),
+        everything after it in Triton kernels (``vmisa_triton``) where they apply (CUDA,
+        no autograd; the fused kernels: matrix form)."""
         self.dwconv.fuse()
         # the Triton depthwise conv has no norm after it: only where the norm was folded (BN)
         self.use_triton = triton and isinstance(self.dwconv.norm, nn.Identity)
@@ -414,7 +414,7 @@ class VMINet(BaseModule):
     def fuse(self, triton: bool = False):
         """Inference only: fold every stem/downsample/depthwise BatchNorm into its conv and
         merge each block's Q and K projections; triton=True also runs the depthwise convs and,
-        in blocks of C <= 96 or a multiple of 64 (every VMINet stage), everything after them
+        in blocks of C <= 96 (VMINet-XS stages 0-1), everything after them
         in Triton kernels (CUDA, under torch.no_grad or inference_mode; the fused kernels: matrix
         form; elsewhere the PyTorch path runs). Outputs stay equal up to float rounding; the
         fused model has other state-dict keys and is not for training or saving."""

@@ -11,23 +11,14 @@ never leave the chip, at the cost of computing Q and K twice:
     pass 2  (_output_kernel):  read u and x, recompute Q*K, Y = ReLU6(w_ctx c + w_loc Q*K),
             out = x + W3 Y + b3                                                -> (B, H, W, C)
 
-Traffic after the depthwise conv: 4 N C elements (u twice, x, out). Wider blocks (C a multiple of
-the GEMM tiles) use a GEMM pair instead, which stores A = Q*K once rather than recomputing it:
-
-    pass 1  (_qk_context_kernel):     A = ReLU6(W1 u) * (W2 u) as a GEMM epilogue, stored, with
-                                      the partial context per tile of tokens
-    pass 2  (_context_output_kernel): out = x + W3 ReLU6(w_ctx c + w_loc A) + b3, a GEMM with
-                                      the element-wise work as its prologue
-
-(N C + 2 N D + 2 N C elements). Tensors are channels-last:
+Traffic after the depthwise conv: 4 N C elements (u twice, x, out). Tensors are channels-last:
 a (B, C, H, W) tensor whose memory is (B, H*W, C), so a tile of tokens is a (tokens, C) matrix
 and the projections are tensor-core dots. Inference only (no autograd); the matrix form only
-(the recurrent form's scan stays in PyTorch). The fused pair runs up to C = FUSED_MAX_CHANNELS:
-each tile of tokens reloads the three weight matrices and recomputes Q and K, so past that
-width it loses to torch.compile's GEMMs and fused element-wise passes. The depthwise kernels
-(_dwconv_kernel, and _dwconv_bf16_kernel for bf16) take each of the K*K taps as one shifted
-load of a tile of tokens; they beat cuDNN on every VMINet-XS map. The limits and all tile sizes
-come from tools/analysis/tune_vmisa_kernels.py (docs/benchmarks.md).
+(the recurrent form's scan stays in PyTorch); C <= FUSED_MAX_CHANNELS: each tile of tokens
+reloads the three weight matrices, so past that width torch.compile's GEMMs + fused elementwise
+passes win. The depthwise kernels (_dwconv_kernel, and _dwconv_bf16_kernel for bf16) take each
+of the K*K taps as one shifted load of a tile of tokens; they beat cuDNN on every VMINet-XS map.
+The limit and all tile sizes come from tools/analysis/tune_vmisa_kernels.py (docs/benchmarks.md).
 
 ``vmisa_context_output`` and ``depthwise_conv`` are registered as the custom ops
 ``mmvminet::vmisa_fused`` and ``mmvminet::depthwise_conv`` so that torch.compile traces through
@@ -59,15 +50,9 @@ def _runs_on(x: torch.Tensor) -> bool:
 
 
 def available(x: torch.Tensor, mask_kind: str, form: str) -> bool:
-    """Whether the kernels after the depthwise conv run this block's input x (B, C, H, W):
-    the fused pair up to FUSED_MAX_CHANNELS, the GEMM pair on wider C that its tiles divide."""
-    c = x.shape[1]
-    if form != 'matrix' or mask_kind not in MASK_IDS:
+    """Whether the fused kernels run this block's input x (B, C, H, W)."""
+    if x.shape[1] > FUSED_MAX_CHANNELS or form != 'matrix' or mask_kind not in MASK_IDS:
         return False
-    if c > FUSED_MAX_CHANNELS:
-        _, block_n, block_k, _ = _gemm_blocks(c)
-        if c % block_n or c % block_k:  # then D = r C is divisible too
-            return False
     return _runs_on(x)
 
 
@@ -154,68 +139,6 @@ if triton is not None:
         tl.store(out_ptr + offsets, (x + acc + b3[None, :]).to(out_ptr.dtype.element_ty),
                  mask=tile_mask)
 
-
-    @triton.jit
-    def _qk_context_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, a_ptr, partial_ptr, L, band,
-                           C: tl.constexpr, D: tl.constexpr, MASK: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                           PRECISION: tl.constexpr):
-        """Wide blocks, pass 1 (a GEMM with its epilogue): for BLOCK_M tokens t of image b x
-        BLOCK_N channels n of D, A = ReLU6(u W1^T + b1) * (u W2^T + b2) -> a[b, t, n] (stored in
-        u's dtype) and the tile's partial context sum_t alpha_t M[t, n] A[t, n] -> partial[b,
-        tile, n] (fp32, from the unrounded A). Needs C % BLOCK_K == 0 and D % BLOCK_N == 0."""
-        b = tl.program_id(0).to(tl.int64)
-        tile = tl.program_id(1)
-        t = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
-        t_ok = t < L
-        acc_q = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        acc_k = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, C, BLOCK_K):
-            c = k0 + tl.arange(0, BLOCK_K)
-            u = tl.load(u_ptr + b * L * C + t[:, None] * C + c[None, :], mask=t_ok[:, None],
-                        other=0.)
-            wq = tl.load(w_ptr + n[None, :] * C + c[:, None])  # (BLOCK_K, BLOCK_N) of W1^T
-            wk = tl.load(w_ptr + (n[None, :] + D) * C + c[:, None])
-            acc_q = tl.dot(u, wq, acc_q, input_precision=PRECISION)
-            acc_k = tl.dot(u, wk, acc_k, input_precision=PRECISION)
-        q = acc_q + tl.load(b_ptr + n).to(tl.float32)[None, :]
-        k = acc_k + tl.load(b_ptr + D + n).to(tl.float32)[None, :]
-        a = tl.minimum(tl.maximum(q, 0.), 6.) * k
-        tl.store(a_ptr + b * L * D + t[:, None] * D + n[None, :],
-                 a.to(a_ptr.dtype.element_ty), mask=t_ok[:, None])
-        alpha = tl.load(alpha_ptr + t, mask=t_ok, other=0.).to(tl.float32)
-        weight = tl.where(_mask(t[:, None], n[None, :], band, MASK), alpha[:, None], 0.)
-        tl.store(partial_ptr + (b * tl.num_programs(1) + tile) * D + n,
-                 tl.sum(a * weight, axis=0))
-
-    @triton.jit
-    def _context_output_kernel(a_ptr, x_ptr, out_ptr, ctx_ptr, w3_ptr, b3_ptr, w_ctx_ptr,
-                               w_loc_ptr, L, C: tl.constexpr, D: tl.constexpr,
-                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                               BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-        """Wide blocks, pass 2 (a GEMM with its prologue and epilogue): for BLOCK_M tokens of
-        image b x BLOCK_N channels of C, out = x + ReLU6(w_ctx c + w_loc A) W3^T + b3 (Eq. 10).
-        Needs D % BLOCK_K == 0 and C % BLOCK_N == 0."""
-        b = tl.program_id(0).to(tl.int64)
-        t = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-        n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
-        t_ok = t < L
-        w_ctx = tl.load(w_ctx_ptr).to(tl.float32)
-        w_loc = tl.load(w_loc_ptr).to(tl.float32)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, D, BLOCK_K):
-            d = k0 + tl.arange(0, BLOCK_K)
-            a = tl.load(a_ptr + b * L * D + t[:, None] * D + d[None, :], mask=t_ok[:, None],
-                        other=0.).to(tl.float32)
-            ctx = tl.load(ctx_ptr + b * D + d)
-            y = tl.minimum(tl.maximum(w_ctx * ctx[None, :] + w_loc * a, 0.), 6.)
-            w3 = tl.load(w3_ptr + n[None, :] * D + d[:, None])  # (BLOCK_K, BLOCK_N) of W3^T
-            acc = tl.dot(y.to(a_ptr.dtype.element_ty), w3, acc, input_precision=PRECISION)
-        offsets = b * L * C + t[:, None] * C + n[None, :]
-        x = tl.load(x_ptr + offsets, mask=t_ok[:, None], other=0.).to(tl.float32)
-        out = x + acc + tl.load(b3_ptr + n).to(tl.float32)[None, :]
-        tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=t_ok[:, None])
 
     @triton.jit
     def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W: tl.constexpr, C: tl.constexpr,
@@ -342,53 +265,12 @@ def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight,
     return out.permute(0, 3, 1, 2)
 
 
-def _gemm_blocks(channels: int):
-    """(BLOCK_M tokens, BLOCK_N, BLOCK_K, warps) of both GEMM kernels of wide blocks."""
-    return 64, 64, 64, 4
-
-
-def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias,
-                     mask_id, blocks, wrap=True):
-    """Wide blocks (C > FUSED_MAX_CHANNELS): A = Q*K is stored once (N D elements, written and
-    read back) instead of recomputing Q and K per tile, so each pass is a plain GEMM over a
-    (tokens, C) or (tokens, D) tile with its element-wise work in the prologue or epilogue.
-    Tiles of one image each (the context is per image). blocks: see ``_gemm_blocks``."""
-    b, c, h, w = x.shape
-    num_tokens, hidden = h * w, qk_bias.numel() // 2
-    block_m, block_n, block_k, warps = blocks
-    if c % block_n or c % block_k:  # then D = r C is divisible too
-        raise ValueError(f'GEMM tiles {blocks} need BLOCK_N and BLOCK_K dividing C = {c}')
-    precision = 'ieee' if u.dtype == torch.float32 else 'tf32'
-    tiles = triton.cdiv(num_tokens, block_m)
-    u = u.permute(0, 2, 3, 1).contiguous()
-    x = x.permute(0, 2, 3, 1).contiguous()
-    a = torch.empty(b, num_tokens, hidden, device=x.device, dtype=u.dtype)
-    partial = torch.empty(b, tiles, hidden, device=x.device, dtype=torch.float32)
-    _launch(_qk_context_kernel, (b, tiles, hidden // block_n), u, qk_weight, qk_bias, alpha, a,
-            partial, num_tokens, min(num_tokens, hidden), C=c, D=hidden, MASK=mask_id,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision,
-            num_warps=warps, wrap=wrap)
-    context = partial.sum(1)  # (B, D), fp32, a fixed order
-    out = torch.empty_like(x)
-    _launch(_context_output_kernel, (b, tiles, c // block_n), a, x, out, context, out_weight,
-            out_bias, w_ctx, w_loc, num_tokens, C=c, D=hidden, BLOCK_M=block_m,
-            BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision, num_warps=warps, wrap=wrap)
-    return out.permute(0, 3, 1, 2)
-
-
-def _impl(channels: int):
-    """The kernels for a width: the fused pair up to FUSED_MAX_CHANNELS, the GEMM pair above."""
-    return _vmisa_fused_impl if channels <= FUSED_MAX_CHANNELS else _vmisa_gemm_impl
-
-
 def _vmisa_fused(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
                  qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
                  w_loc: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
                  mask_id: int) -> torch.Tensor:
-    c = x.shape[1]
-    blocks = _blocks(c) if c <= FUSED_MAX_CHANNELS else _gemm_blocks(c)
-    return _impl(c)(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias,
-                    mask_id, blocks)
+    return _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight,
+                             out_bias, mask_id, _blocks(x.shape[1]))
 
 
 if triton is not None and hasattr(torch.library, 'triton_op'):
@@ -415,7 +297,7 @@ def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tens
             w_loc.float(), out_weight.reshape(out_weight.shape[0], -1).to(dtype).contiguous(),
             out_bias.to(dtype).contiguous(), MASK_IDS[mask_kind])
     if blocks is not None:
-        return _impl(x.shape[1])(*args, blocks, wrap=False)
+        return _vmisa_fused_impl(*args, blocks, wrap=False)
     # the interpreter runs kernels eagerly on CPU tensors, outside the custom op
     return (_vmisa_fused if INTERPRET else _vmisa_fused_op)(*args)
 

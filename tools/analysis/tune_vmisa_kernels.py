@@ -8,14 +8,12 @@ For each stage of the arch (the map of benchmark_vmisa.py's block), times
               cuDNN on contiguous NCHW, PyTorch's own kernel (cuDNN off) in both layouts, and
               the Triton kernel (bf16: its int32-pair variant) at every (BLOCK_T, BLOCK_C, warps)
               of a grid and at its default tiles;
-  fused       the two VMI-SA kernels after the depthwise conv at every tile of a grid: the
-              fused pair (BLOCK_T, CP, BLOCK_D, warps) up to FUSED_MAX_CHANNELS, the GEMM pair
-              (BLOCK_M, BLOCK_N, BLOCK_K, warps) above.
+  fused       the two fused VMI-SA kernels after the depthwise conv at every
+              (BLOCK_T, CP, BLOCK_D, warps) of a grid.
 Each row has its median time (CUDA events), its bandwidth for the dwconv (2 N C elements moved)
-and its max abs difference to the PyTorch path. The winners are what ``dwconv_config``,
-``_blocks`` and ``_gemm_blocks`` in vmisa_triton.py return; the JSON is written after every
-stage. Each tile is a fresh Triton build (~seconds): a stage's tiles past its share of
---max-seconds are skipped.
+and its max abs difference to the PyTorch path. The winners are what ``dwconv_config`` and
+``_blocks`` in vmisa_triton.py return; the JSON is written after every stage. Each tile is a
+fresh Triton build (~seconds): a stage's tiles past its share of --max-seconds are skipped.
 """
 import argparse
 import itertools
@@ -87,20 +85,11 @@ def fused_rows(block, x, args):
     with torch.inference_mode():
         u = block.dwconv(x)
         reference = block(x)
-        channels = x.shape[1]
-        if channels <= vmisa_triton.FUSED_MAX_CHANNELS:
-            cp = max(16, vmisa_triton.triton.next_power_of_2(channels))
-            grid = [(block_t, cp, block_d, warps) for block_t, block_d, warps in
-                    itertools.product((32, 64, 128), (32, 64), (4, 8))]
-            default = vmisa_triton._blocks(channels)
-        else:  # the GEMM pair: (BLOCK_M, BLOCK_N, BLOCK_K, warps), N and K dividing C
-            grid = [config for config in itertools.product((32, 64, 128), (32, 64, 128),
-                                                           (32, 64), (4, 8))
-                    if channels % config[1] == 0 and channels % config[2] == 0]
-            default = vmisa_triton._gemm_blocks(channels)
-        for config in grid:
+        cp = max(16, vmisa_triton.triton.next_power_of_2(x.shape[1]))
+        for block_t, block_d, warps in itertools.product((32, 64, 128), (32, 64), (4, 8)):
             if time.monotonic() > args.deadline:
                 break
+            config = (block_t, cp, block_d, warps)
             try:
                 out = block.fused_forward(x, u, config)
             except Exception as error:  # e.g. out of shared memory for this tile
@@ -112,6 +101,7 @@ def fused_rows(block, x, args):
         rows.append(dict(kind='fused', config='default',
                          us=seconds_per_call(lambda: block.fused_forward(x, u), args) * 1e6))
         # the same default tiles launched directly: the overhead of the two call paths
+        default = vmisa_triton._blocks(x.shape[1])
         rows.append(dict(kind='fused', config='default_direct', us=seconds_per_call(
             lambda: block.fused_forward(x, u, default), args) * 1e6))
     return rows

@@ -320,6 +320,13 @@ def tap_weights(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().reshape(weight.shape[0], -1).t().float().contiguous()
 
 
+def dwconv_kernel(dtype: torch.dtype, channels: int):
+    """The depthwise kernel for a map of this dtype and width, and whether it takes the map as
+    int32 channel pairs (bf16 with even C: ``_dwconv_bf16_kernel``)."""
+    pairs = dtype == torch.bfloat16 and channels % 2 == 0
+    return (_dwconv_bf16_kernel if pairs else _dwconv_kernel), pairs
+
+
 def _depthwise_conv_impl(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, config,
                          wrap: bool = True) -> torch.Tensor:
     """The kernel with tiles config = (BLOCK_T, BLOCK_C, warps); wrap: see ``_launch``."""
@@ -329,10 +336,8 @@ def _depthwise_conv_impl(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor
     x = x.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last input
     out = torch.empty_like(x)
     grid = (triton.cdiv(h * w, block_t), b, triton.cdiv(c, block_c))
-    if x.dtype == torch.bfloat16 and c % 2 == 0:
-        kernel, x_arg, out_arg = _dwconv_bf16_kernel, x.view(torch.int32), out.view(torch.int32)
-    else:
-        kernel, x_arg, out_arg = _dwconv_kernel, x, out
+    kernel, pairs = dwconv_kernel(x.dtype, c)
+    x_arg, out_arg = (x.view(torch.int32), out.view(torch.int32)) if pairs else (x, out)
     _launch(kernel, grid, x_arg, taps.float(), bias, out_arg, h, W=w, C=c, K=k,
             BLOCK_T=block_t, BLOCK_C=block_c, num_warps=warps, wrap=wrap)
     return out.permute(0, 3, 1, 2)

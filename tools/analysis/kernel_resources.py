@@ -61,8 +61,7 @@ def compile_kernel(width: int, channels: int, dtype: torch.dtype, tiles, arch: i
     """The depthwise kernel the model would launch, compiled for sm_<arch>a: its PTX text."""
     triton = vmisa_triton.triton
     from triton.backends.compiler import GPUTarget
-    pairs = dtype == torch.bfloat16 and channels % 2 == 0
-    kernel = vmisa_triton._dwconv_bf16_kernel if pairs else vmisa_triton._dwconv_kernel
+    kernel, pairs = vmisa_triton.dwconv_kernel(dtype, channels)
     data = '*i32' if pairs else POINTER[dtype]
     block_t, block_c, warps = tiles
     signature = {'x_ptr': data, 'w_ptr': '*fp32', 'b_ptr': '*fp32', 'out_ptr': data, 'H': 'i32',

@@ -36,6 +36,21 @@ def test_cpu_smoke_run_writes_json(benchmark, tmp_path):
     assert 1.9 < row['params_m'] < 2.1
     assert row['reparam'] is True
     assert results['best'][0]['model'] == 'VMINet-Ti'
+    assert 'profile' not in row  # only with --profile
+
+
+def test_profile_keeps_the_top_operators(benchmark, tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    rows = benchmark.main(SMOKE_ARGS + ['--profile', '2', '--no-train', '--no-latency',
+                                        '--out', str(out)])['rows']
+    profile = rows[0]['profile']
+    assert 0 < len(profile) <= 25
+    shares = [k['share'] for k in profile]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
+    assert any('conv' in k['name'] for k in profile)  # the network's own ops, on CPU
+    assert all(k['ms_per_step'] > 0 and k['calls_per_step'] > 0 for k in profile)
+    assert profile[0]['name'][:40] in capsys.readouterr().out
+    assert json.loads(out.read_text())['rows'][0]['profile'] == profile
 
 
 def test_fused_classifier_matches(benchmark):
@@ -58,3 +73,5 @@ def test_bad_arguments_are_rejected(benchmark):
         benchmark.parse_args(['--device', 'cpu', '--ours', 'xxl'])
     with pytest.raises(SystemExit):
         benchmark.parse_args(['--device', 'cpu', '--dtypes', 'int8'])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--device', 'cpu', '--profile', '-1'])

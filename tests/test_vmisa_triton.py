@@ -23,9 +23,11 @@ import json
 import torch
 from mmvminet.models import VMISA, vmisa_triton
 
-calls, dw_calls = [], []
+calls, dw_calls, gemm_calls = [], [], []
 fused, depthwise = vmisa_triton._vmisa_fused, vmisa_triton._depthwise_conv
+gemm = vmisa_triton._vmisa_gemm_impl
 vmisa_triton._vmisa_fused = lambda *args: calls.append(1) or fused(*args)
+vmisa_triton._vmisa_gemm_impl = lambda *args, **kw: gemm_calls.append(1) or gemm(*args, **kw)
 vmisa_triton._depthwise_conv = lambda *args: dw_calls.append(1) or depthwise(*args)
 
 
@@ -41,21 +43,25 @@ def block(channels, kind, form='matrix'):
 
 
 results = {}
-# (C, H, W): 135 tokens in two tiles with D = 48 < L; 58 tokens with D = 80 > L in three D
-# steps; 150 tokens in three tiles of the C = 80 tiles, D = 160 > L; C = 112 >
-# FUSED_MAX_CHANNELS: the PyTorch path after the depthwise kernel
+# (C, H, W): the fused pair on 135 tokens in two tiles with D = 48 < L; 58 tokens with D = 80
+# > L in three D steps; 150 tokens in three tiles of the C = 80 tiles, D = 160 > L. C >
+# FUSED_MAX_CHANNELS: the GEMM pair, its token tiles spanning 3 images of 12 tokens (C = 112)
+# and 2 of 35 (C = 128); C = 104 (not a multiple of 16): the PyTorch path after the
+# depthwise kernel
 for kind in vmisa_triton.MASK_IDS:
-    for channels, h, w in [(24, 9, 15), (40, 2, 29), (80, 5, 30), (112, 4, 3)]:
+    for channels, h, w in [(24, 9, 15), (40, 2, 29), (80, 5, 30), (112, 4, 3), (128, 5, 7),
+                           (104, 3, 5)]:
         blk = block(channels, kind)
         x = torch.randn(2, channels, h, w).to(memory_format=torch.channels_last)
         with torch.no_grad():
             ref = blk(x)
             blk.fuse(triton=True)
-            before, dw_before = len(calls), len(dw_calls)
+            before, dw_before, gemm_before = len(calls), len(dw_calls), len(gemm_calls)
             out = blk(x)
         results[f'{kind}/{channels}/{h}x{w}'] = dict(
             diff=(out - ref).abs().max().item(), scale=ref.abs().max().item(),
-            fused=len(calls) - before, dwconv=len(dw_calls) - dw_before, shape=list(out.shape))
+            fused=len(calls) - before, dwconv=len(dw_calls) - dw_before,
+            gemm=len(gemm_calls) - gemm_before, shape=list(out.shape))
 # the depthwise kernels alone, at the default tiles and others: token tiles shorter and longer
 # than a row and than the map, channel tiles that do and do not divide C, a 3x3 kernel; in bf16
 # the int32-pair kernel (against conv2d of the same bf16 input in fp32), odd C: the other one
@@ -108,11 +114,14 @@ def interpreted():
 @pytest.mark.parametrize('kind', list(vmisa_triton.MASK_IDS))
 def test_interpreted_kernels_match_pytorch(interpreted, kind):
     cases = {k: v for k, v in interpreted.items() if k.startswith(kind + '/')}
-    assert len(cases) == 4
+    assert len(cases) == 6
     for name, case in cases.items():
         channels, hw = name.split('/')[1:]
-        narrow = int(channels) <= vmisa_triton.FUSED_MAX_CHANNELS
-        assert case['fused'] == int(narrow), name  # the kernels ran, or the PyTorch path
+        wide = int(channels) > vmisa_triton.FUSED_MAX_CHANNELS
+        multiple = int(channels) % 16 == 0
+        # the fused pair, the GEMM pair, or the PyTorch path
+        assert case['fused'] == int(not wide or multiple), name
+        assert case['gemm'] == int(wide and multiple), name
         assert case['dwconv'] == 1, name
         assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
         assert case['shape'] == [2, int(channels)] + [int(v) for v in hw.split('x')]
@@ -149,14 +158,16 @@ def test_depthwise_conv_rejects_other_weights():
 
 def test_available_only_where_the_kernels_apply():
     x = torch.randn(1, 24, 4, 4)
-    assert not vmisa_triton.available(x, 'banded', 'matrix') or vmisa_triton.INTERPRET
+    assert not vmisa_triton.available(x, 'banded', 'matrix', 48) or vmisa_triton.INTERPRET
     if torch.cuda.is_available() and HAS_TRITON:
         x = x.cuda()
-        assert vmisa_triton.available(x, 'banded', 'matrix')
-        assert not vmisa_triton.available(x, 'banded', 'recurrent')
-        assert not vmisa_triton.available(x.double(), 'banded', 'matrix')
-        wide = torch.randn(1, vmisa_triton.FUSED_MAX_CHANNELS + 1, 2, 2, device='cuda')
-        assert not vmisa_triton.available(wide, 'banded', 'matrix')
+        assert vmisa_triton.available(x, 'banded', 'matrix', 48)
+        assert not vmisa_triton.available(x, 'banded', 'recurrent', 48)
+        assert not vmisa_triton.available(x.double(), 'banded', 'matrix', 48)
+        wide = torch.randn(1, 192, 2, 2, device='cuda')
+        assert vmisa_triton.available(wide, 'banded', 'matrix', 384)  # the GEMM pair
+        odd = torch.randn(1, vmisa_triton.FUSED_MAX_CHANNELS + 1, 2, 2, device='cuda')
+        assert not vmisa_triton.available(odd, 'banded', 'matrix', 2 * odd.shape[1])
         assert vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 3, device='cuda'))
         assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 3, device='cuda').double())
     elif not vmisa_triton.INTERPRET:
@@ -238,13 +249,19 @@ def test_block_benchmark_and_tuning_need_cuda(capsys, tool):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
-def test_gpu_tuning_sweeps_both_kernels(tmp_path):
+def test_gpu_tuning_sweeps_the_kernels(tmp_path):
     from tool_scripts import load_tool
     tune = load_tool('analysis/tune_vmisa_kernels.py')
     out = tmp_path / 'tune.json'
-    result = tune.main(['--arch', 'ti', '--batch', '2', '--img-size', '64', '--stages', '0',
-                        '--warmup', '1', '--iters', '2', '--repeats', '1', '--out', str(out)])
+    result = tune.main(['--arch', 'ti', '--batch', '2', '--img-size', '64', '--stages', '0,2',
+                        '--warmup', '1', '--iters', '2', '--repeats', '1',
+                        '--max-seconds', '40', '--out', str(out)])
     rows = result['stages'][0]['rows']
+    wide = result['stages'][1]['rows']  # C = 96: the GEMM pair's default and its sweep
+    assert any(r['kind'] == 'gemm' and r.get('sweep') == 'default' and 'us' in r for r in wide)
+    for row in wide:
+        if row.get('max_abs_diff') is not None:
+            assert row['max_abs_diff'] < 0.1, row
     assert {r.get('impl') for r in rows if r['kind'] == 'dwconv'} >= {'cudnn_channels_last',
                                                                       'triton'}
     for row in rows:

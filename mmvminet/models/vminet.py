@@ -168,9 +168,9 @@ class VMISA(nn.Module):
     def fuse(self, triton: bool = False):
         """Inference only: fold the depthwise conv's BN and merge the Q and K projections into
         one 1x1 conv, so the (B, C, H, W) map is read once and one GEMM runs instead of two.
-        triton: run the depthwise conv and, on narrow channels (C <= 96),
-        everything after it in Triton kernels (``vmisa_triton``) where they apply (CUDA,
-        no autograd; the fused kernels: matrix form)."""
+        triton: run the depthwise conv and everything after it in Triton kernels
+        (``vmisa_triton``: the fused pair on narrow C, the GEMM pair on C a multiple of 16)
+        where they apply (CUDA, no autograd; the kernels after the conv: matrix form)."""
         self.dwconv.fuse()
         # the Triton depthwise conv has no norm after it: only where the norm was folded (BN)
         self.use_triton = triton and isinstance(self.dwconv.norm, nn.Identity)
@@ -203,8 +203,8 @@ class VMISA(nn.Module):
         return (hidden * mask.t()).reshape(b, d, h, w)
 
     def fused_forward(self, x: torch.Tensor, u: torch.Tensor, blocks=None) -> torch.Tensor:
-        """The matrix form after the depthwise conv u = dwconv(x) in the fused Triton kernels,
-        at any width (forward uses it where ``vmisa_triton.available``; benchmarks everywhere).
+        """The matrix form after the depthwise conv u = dwconv(x) in the Triton kernels (forward
+        uses them where ``vmisa_triton.available``; benchmarks everywhere they tile).
         Needs fuse(); x, u (B, C, H, W) -> (B, C, H, W). blocks: kernel tiles, for tuning."""
         return vmisa_triton.vmisa_context_output(
             x, u, self.qk_proj.weight, self.qk_proj.bias, self.token_weights(x.shape[-2:]),
@@ -217,7 +217,8 @@ class VMISA(nn.Module):
             u = vmisa_triton.depthwise_conv(x, self.dwconv_taps, self.dwconv.conv.bias)
         else:
             u = self.dwconv(x)
-        if kernels and vmisa_triton.available(x, self.mask_kind, self.form):
+        if kernels and vmisa_triton.available(x, self.mask_kind, self.form,
+                                                self.out_proj.in_channels):
             return self.fused_forward(x, u)
         if self.qk_proj is None:
             q, k = self.q_proj(u), self.k_proj(u)
@@ -413,10 +414,10 @@ class VMINet(BaseModule):
 
     def fuse(self, triton: bool = False):
         """Inference only: fold every stem/downsample/depthwise BatchNorm into its conv and
-        merge each block's Q and K projections; triton=True also runs the depthwise convs and,
-        in blocks of C <= 96 (VMINet-XS stages 0-1), everything after them
-        in Triton kernels (CUDA, under torch.no_grad or inference_mode; the fused kernels: matrix
-        form; elsewhere the PyTorch path runs). Outputs stay equal up to float rounding; the
+        merge each block's Q and K projections; triton=True also runs the depthwise convs and
+        everything after them in Triton kernels (CUDA, under torch.no_grad or inference_mode;
+        the kernels after the convs: matrix form, C <= 64 or a multiple of 16, which every
+        variant's widths are; elsewhere the PyTorch path runs). Outputs stay equal up to float rounding; the
         fused model has other state-dict keys and is not for training or saving."""
         for m in list(self.modules()):  # fuse() replaces children: iterate over a copy
             if isinstance(m, VMISA):

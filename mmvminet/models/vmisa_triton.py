@@ -1,24 +1,32 @@
 """Inference kernels for VMI-SA (Eq. 4 and 10) in Triton: the block after its depthwise conv
-in two fused kernels, and the depthwise conv itself.
+as a fused pair or a GEMM pair of kernels, and the depthwise conv itself.
 
 After the depthwise conv, the eager block runs ~10 memory-bound ops over (B, D, H, W) tensors
 (Q, K, ReLU6, Q*K, the masked weighted sum, the expand, ReLU6, ...): N (5 C + 18 D) elements of
-HBM traffic for N = B*H*W tokens (``tools/analysis/vmisa_traffic.py``). Here Q, K, Q*K and Y
-never leave the chip, at the cost of computing Q and K twice:
+HBM traffic for N = B*H*W tokens (``tools/analysis/vmisa_traffic.py``). Tensors are
+channels-last: a (B, C, H, W) tensor whose memory is (B, H*W, C), so a tile of tokens is a
+(tokens, C) matrix and the projections are tensor-core dots.
+
+Narrow blocks (C <= FUSED_MAX_CHANNELS), the fused pair: Q, K, Q*K and Y never leave the chip,
+at the cost of computing Q and K twice (traffic 4 N C: u twice, x, out):
 
     pass 1  (_context_kernel): read u, Q = ReLU6(W1 u), K = W2 u on chip, and per tile of tokens
             the partial context sum_t alpha_t M_t (Q*K)_t                      -> (B, tiles, D)
     pass 2  (_output_kernel):  read u and x, recompute Q*K, Y = ReLU6(w_ctx c + w_loc Q*K),
             out = x + W3 Y + b3                                                -> (B, H, W, C)
 
-Traffic after the depthwise conv: 4 N C elements (u twice, x, out). Tensors are channels-last:
-a (B, C, H, W) tensor whose memory is (B, H*W, C), so a tile of tokens is a (tokens, C) matrix
-and the projections are tensor-core dots. Inference only (no autograd); the matrix form only
-(the recurrent form's scan stays in PyTorch); C <= FUSED_MAX_CHANNELS: each tile of tokens
-reloads the three weight matrices, so past that width torch.compile's GEMMs + fused elementwise
-passes win. The depthwise kernels (_dwconv_kernel, and _dwconv_bf16_kernel for bf16) take each
-of the K*K taps as one shifted load of a tile of tokens; they beat cuDNN on every VMINet-XS map.
-The limit and all tile sizes come from tools/analysis/tune_vmisa_kernels.py (docs/benchmarks.md).
+Wider blocks, the GEMM pair: A = Q*K is stored once (traffic N C + 2 N D + 2 N C), each pass a
+GEMM over the batch's B*L tokens with the element-wise work in its prologue or epilogue:
+
+    pass 1  (_qk_gemm_kernel):        A = ReLU6(W1 u) * (W2 u) and per tile and image the
+                                      partial context; _context_combine_kernel sums them
+    pass 2  (_output_gemm_kernel):    out = x + W3 ReLU6(w_ctx c + w_loc A) + b3
+
+Inference only (no autograd); the matrix form only (the recurrent form's scan stays in
+PyTorch). The depthwise kernels (_dwconv_kernel, and _dwconv_bf16_kernel for bf16) take each of
+the K*K taps as one shifted load of a tile of tokens; they beat cuDNN on every VMINet-XS map.
+The split between the pairs and all tile sizes come from tools/analysis/tune_vmisa_kernels.py
+(docs/benchmarks.md).
 
 ``vmisa_context_output`` and ``depthwise_conv`` are registered as the custom ops
 ``mmvminet::vmisa_fused`` and ``mmvminet::depthwise_conv`` so that torch.compile traces through
@@ -36,9 +44,9 @@ except ImportError:  # CPU-only installs: the PyTorch path is used
     triton = None
 
 MASK_IDS = {'lower_triangular': 0, 'banded': 1, 'block_diagonal': 2, 'none': 3}
-# Where the fused kernels beat torch.compile (tune_vmisa_kernels_h100.json): up to C = 96
-# (VMINet-XS stages 0-1).
-FUSED_MAX_CHANNELS = 96
+# The fused pair up to here, the GEMM pair above (H200, VMINet-XS, tune_gemm_h200.json): the
+# fused pair won at C = 48 (stage 0), the GEMM pair at C = 96, 192, 384 (stages 1-3).
+FUSED_MAX_CHANNELS = 64
 INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -49,9 +57,14 @@ def _runs_on(x: torch.Tensor) -> bool:
     return x.is_cuda or (INTERPRET and x.device.type == 'cpu')
 
 
-def available(x: torch.Tensor, mask_kind: str, form: str) -> bool:
-    """Whether the fused kernels run this block's input x (B, C, H, W)."""
-    if x.shape[1] > FUSED_MAX_CHANNELS or form != 'matrix' or mask_kind not in MASK_IDS:
+def available(x: torch.Tensor, mask_kind: str, form: str, hidden: int) -> bool:
+    """Whether the kernels after the depthwise conv run this block's input x (B, C, H, W)
+    with D = hidden: the fused pair up to FUSED_MAX_CHANNELS, the GEMM pair on wider C where
+    its tiles fit (C and D multiples of 16)."""
+    if form != 'matrix' or mask_kind not in MASK_IDS:
+        return False
+    c = x.shape[1]
+    if c > FUSED_MAX_CHANNELS and gemm_blocks(c, hidden, x.shape[2] * x.shape[3]) is None:
         return False
     return _runs_on(x)
 
@@ -139,6 +152,101 @@ if triton is not None:
         tl.store(out_ptr + offsets, (x + acc + b3[None, :]).to(out_ptr.dtype.element_ty),
                  mask=tile_mask)
 
+    @triton.jit
+    def _qk_gemm_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, a_ptr, partial_ptr, M, L, band,
+                        C: tl.constexpr, D: tl.constexpr, MASK: tl.constexpr,
+                        SEGMENTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr, STAGES: tl.constexpr, PRECISION: tl.constexpr):
+        """GEMM pair, pass 1: a GEMM over the batch's M = B*L tokens (u: (M, C)) with the
+        element-wise work in its epilogue. For BLOCK_M tokens x BLOCK_N channels n of D:
+        A = ReLU6(u W1^T + b1) * (u W2^T + b2) -> a (M, D) in u's dtype, and per image g the
+        tile's rows give sum_t alpha_t M[t, n] A[t, n] -> partial[tile, g - first image, n]
+        (fp32, from the unrounded A; a tile spans at most SEGMENTS images). Needs BLOCK_K | C,
+        BLOCK_N | D."""
+        pid = tl.program_id(0)
+        N_TILES: tl.constexpr = D // BLOCK_N
+        tile = pid // N_TILES  # column tiles of one token tile run side by side: u from L2
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        n = (pid % N_TILES) * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < M
+        u_rows = u_ptr + rows.to(tl.int64)[:, None] * C
+        acc_q = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_k = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in tl.range(0, C, BLOCK_K, num_stages=STAGES):
+            c = k0 + tl.arange(0, BLOCK_K)
+            u = tl.load(u_rows + c[None, :], mask=row_ok[:, None], other=0.)
+            wq = tl.load(w_ptr + n[None, :] * C + c[:, None])  # (BLOCK_K, BLOCK_N) of W1^T
+            wk = tl.load(w_ptr + (n[None, :] + D) * C + c[:, None])
+            acc_q = tl.dot(u, wq, acc_q, input_precision=PRECISION)
+            acc_k = tl.dot(u, wk, acc_k, input_precision=PRECISION)
+        q = acc_q + tl.load(b_ptr + n).to(tl.float32)[None, :]
+        k = acc_k + tl.load(b_ptr + D + n).to(tl.float32)[None, :]
+        a = tl.minimum(tl.maximum(q, 0.), 6.) * k
+        tl.store(a_ptr + rows.to(tl.int64)[:, None] * D + n[None, :],
+                 a.to(a_ptr.dtype.element_ty), mask=row_ok[:, None])
+        image = rows // L
+        t = rows - image * L
+        alpha = tl.load(alpha_ptr + t, mask=row_ok, other=0.).to(tl.float32)
+        weight = tl.where(_mask(t[:, None], n[None, :], band, MASK) & row_ok[:, None],
+                          alpha[:, None], 0.)
+        weighted = a * weight
+        first = (tile * BLOCK_M) // L
+        for s in tl.static_range(SEGMENTS):
+            part = tl.sum(tl.where((image == first + s)[:, None], weighted, 0.), axis=0)
+            tl.store(partial_ptr + (tile * SEGMENTS + s) * D + n, part)
+
+    @triton.jit
+    def _context_combine_kernel(partial_ptr, ctx_ptr, L, D: tl.constexpr,
+                                SEGMENTS: tl.constexpr, BLOCK_M: tl.constexpr,
+                                BLOCK_D: tl.constexpr):
+        """ctx[g, :] = the sum of image g's partial contexts, over the token tiles that overlap
+        it in a fixed order (runs repeat bit for bit)."""
+        g = tl.program_id(0)
+        n = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        acc = tl.zeros((BLOCK_D, ), dtype=tl.float32)
+        for tile in range((g * L) // BLOCK_M, ((g + 1) * L - 1) // BLOCK_M + 1):
+            segment = g - (tile * BLOCK_M) // L
+            acc += tl.load(partial_ptr + (tile * SEGMENTS + segment) * D + n, mask=n < D,
+                           other=0.)
+        tl.store(ctx_ptr + g * D + n, acc, mask=n < D)
+
+    @triton.jit
+    def _output_gemm_kernel(a_ptr, x_ptr, out_ptr, ctx_ptr, w3_ptr, b3_ptr, w_ctx_ptr,
+                            w_loc_ptr, M, L, images, C: tl.constexpr, D: tl.constexpr,
+                            SEGMENTS: tl.constexpr, BLOCK_M: tl.constexpr,
+                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
+                            PRECISION: tl.constexpr):
+        """GEMM pair, pass 2: a GEMM with the element-wise work as its prologue and the
+        residual as its epilogue. For BLOCK_M tokens x BLOCK_N channels of C:
+        out = x + ReLU6(w_ctx c_g + w_loc A) W3^T + b3 (Eq. 10), c_g the context of each row's
+        image (one of the tile's first SEGMENTS). Needs BLOCK_K | D, BLOCK_N | C."""
+        pid = tl.program_id(0)
+        N_TILES: tl.constexpr = C // BLOCK_N
+        tile = pid // N_TILES
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        n = (pid % N_TILES) * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < M
+        image = rows // L
+        first = (tile * BLOCK_M) // L
+        a_rows = a_ptr + rows.to(tl.int64)[:, None] * D
+        w_ctx = tl.load(w_ctx_ptr).to(tl.float32)
+        w_loc = tl.load(w_loc_ptr).to(tl.float32)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in tl.range(0, D, BLOCK_K, num_stages=STAGES):
+            d = k0 + tl.arange(0, BLOCK_K)
+            a = tl.load(a_rows + d[None, :], mask=row_ok[:, None], other=0.).to(tl.float32)
+            # each row's context: a select among the tile's images, not a 2-D gather
+            ctx = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+            for s in tl.static_range(SEGMENTS):
+                c_s = tl.load(ctx_ptr + (first + s) * D + d, mask=first + s < images, other=0.)
+                ctx = tl.where((image == first + s)[:, None], c_s[None, :], ctx)
+            y = tl.minimum(tl.maximum(w_ctx * ctx + w_loc * a, 0.), 6.)
+            w3 = tl.load(w3_ptr + n[None, :] * D + d[:, None])  # (BLOCK_K, BLOCK_N) of W3^T
+            acc = tl.dot(y.to(a_ptr.dtype.element_ty), w3, acc, input_precision=PRECISION)
+        offsets = rows.to(tl.int64)[:, None] * C + n[None, :]
+        x = tl.load(x_ptr + offsets, mask=row_ok[:, None], other=0.).to(tl.float32)
+        out = x + acc + tl.load(b3_ptr + n).to(tl.float32)[None, :]
+        tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
     @triton.jit
     def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W: tl.constexpr, C: tl.constexpr,
@@ -265,12 +373,76 @@ def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight,
     return out.permute(0, 3, 1, 2)
 
 
+def _pow2_divisor(n: int, cap: int = 64) -> int:
+    """The largest power of two dividing n, at most cap."""
+    return min(n & -n, cap)
+
+
+def gemm_blocks(channels: int, hidden: int, num_tokens: int):
+    """The GEMM pair's tiles for C channels, D hidden, L tokens per image, or None where
+    tl.dot cannot tile them (C or D not a multiple of 16): per pass (BLOCK_M, BLOCK_N,
+    BLOCK_K, warps, stages). BLOCK_M halves on small maps so that a tile of tokens spans at
+    most 3 images (the epilogue's per-image sums are unrolled)."""
+    if _pow2_divisor(channels) < 16 or _pow2_divisor(hidden) < 16:
+        return None
+    block_m = 128
+    while block_m > 16 and (block_m - 1) // num_tokens + 2 > 3:
+        block_m //= 2
+    block_k = 32 if block_m == 128 else 64
+    return ((block_m, _pow2_divisor(hidden), _pow2_divisor(channels, block_k), 4, 2),
+            (block_m, _pow2_divisor(channels, 128), _pow2_divisor(hidden, block_k), 4, 3))
+
+
+def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias,
+                     mask_id, blocks, wrap=True):
+    """The GEMM pair with tiles blocks = (pass 1, pass 2), each (BLOCK_M, BLOCK_N, BLOCK_K,
+    warps, stages) (see ``gemm_blocks``). Tiles of tokens run over the whole batch (M = B*L
+    rows), so no tile is padded to an image's L; the per-image context comes from per-tile,
+    per-image partial sums."""
+    b, c, h, w = x.shape
+    num_tokens, hidden = h * w, qk_bias.numel() // 2
+    rows = b * num_tokens
+    (m1, n1, k1, warps1, stages1), (m2, n2, k2, warps2, stages2) = blocks
+    if hidden % n1 or c % k1 or c % n2 or hidden % k2:
+        raise ValueError(f'GEMM tiles {blocks} do not divide C = {c}, D = {hidden}')
+    precision = 'ieee' if u.dtype == torch.float32 else 'tf32'
+    u = u.permute(0, 2, 3, 1).contiguous()  # (B, H*W, C) memory: the (M, C) matrix
+    x = x.permute(0, 2, 3, 1).contiguous()
+    a = torch.empty(rows, hidden, device=x.device, dtype=u.dtype)
+    tiles, segments1 = triton.cdiv(rows, m1), (m1 - 1) // num_tokens + 2
+    partial = torch.empty(tiles, segments1, hidden, device=x.device, dtype=torch.float32)
+    _launch(_qk_gemm_kernel, (tiles * (hidden // n1), ), u, qk_weight, qk_bias, alpha, a,
+            partial, rows, num_tokens, min(num_tokens, hidden), C=c, D=hidden, MASK=mask_id,
+            SEGMENTS=segments1, BLOCK_M=m1, BLOCK_N=n1, BLOCK_K=k1, STAGES=stages1,
+            PRECISION=precision, num_warps=warps1, wrap=wrap)
+    context = torch.empty(b, hidden, device=x.device, dtype=torch.float32)
+    block_d = min(128, triton.next_power_of_2(hidden))
+    _launch(_context_combine_kernel, (b, triton.cdiv(hidden, block_d)), partial, context,
+            num_tokens, D=hidden, SEGMENTS=segments1, BLOCK_M=m1, BLOCK_D=block_d, wrap=wrap)
+    out = torch.empty_like(x)
+    _launch(_output_gemm_kernel, (triton.cdiv(rows, m2) * (c // n2), ), a, x, out, context,
+            out_weight, out_bias, w_ctx, w_loc, rows, num_tokens, b, C=c, D=hidden,
+            SEGMENTS=(m2 - 1) // num_tokens + 2, BLOCK_M=m2, BLOCK_N=n2, BLOCK_K=k2,
+            STAGES=stages2, PRECISION=precision, num_warps=warps2, wrap=wrap)
+    return out.permute(0, 3, 1, 2)
+
+
+def _impl_and_blocks(channels: int, hidden: int, num_tokens: int):
+    """The kernels for a block's shape and their default tiles: the fused pair up to
+    FUSED_MAX_CHANNELS, the GEMM pair above (None where neither applies)."""
+    if channels <= FUSED_MAX_CHANNELS:
+        return _vmisa_fused_impl, _blocks(channels)
+    blocks = gemm_blocks(channels, hidden, num_tokens)
+    return (_vmisa_gemm_impl, blocks) if blocks else (None, None)
+
+
 def _vmisa_fused(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
                  qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
                  w_loc: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
                  mask_id: int) -> torch.Tensor:
-    return _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight,
-                             out_bias, mask_id, _blocks(x.shape[1]))
+    impl, blocks = _impl_and_blocks(x.shape[1], qk_bias.numel() // 2, x.shape[2] * x.shape[3])
+    return impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias, mask_id,
+                blocks)
 
 
 if triton is not None and hasattr(torch.library, 'triton_op'):
@@ -297,7 +469,8 @@ def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tens
             w_loc.float(), out_weight.reshape(out_weight.shape[0], -1).to(dtype).contiguous(),
             out_bias.to(dtype).contiguous(), MASK_IDS[mask_kind])
     if blocks is not None:
-        return _vmisa_fused_impl(*args, blocks, wrap=False)
+        impl = _vmisa_fused_impl if len(blocks) == 4 else _vmisa_gemm_impl
+        return impl(*args, blocks, wrap=False)
     # the interpreter runs kernels eagerly on CPU tensors, outside the custom op
     return (_vmisa_fused if INTERPRET else _vmisa_fused_op)(*args)
 

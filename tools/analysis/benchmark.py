@@ -5,17 +5,20 @@
         [--train-batch 128] [--img-size 224] [--warmup 10] [--iters 30] [--repeats 5]
         [--device cuda|cpu]
         [--no-throughput] [--no-latency] [--no-cudagraph] [--no-memory] [--no-train]
-        [--out results.json]
+        [--profile 0] [--out results.json]
 
 For every model, mode (eager, or torch.compile 'max-autotune-no-cudagraphs') and autocast dtype:
-inference throughput at --batch, batch-1 latency (plain and replayed as a CUDA graph), peak CUDA
-memory, and the time of one training step (forward, cross-entropy, backward, AdamW; bf16 autocast,
---train-batch). Inference runs on the model's fused / reparameterised form where it has one;
-everything is channels_last. --triton adds, for our models, inference rows of each mode with
-their Triton kernels (``eager+triton``, ``compile+triton``; VMINet.fuse(triton=True),
-vmisa_triton.py). Each timing is the median over --repeats runs of --iters calls (CUDA events;
+inference throughput at --batch and batch-1 latency, each plain and replayed as a CUDA graph
+(``img_s_graph``, ``latency_b1_graph_ms``: no host launch cost), peak CUDA memory, and the time
+of one training step (forward, cross-entropy, backward, AdamW; bf16 autocast, --train-batch).
+Inference runs on the model's fused / reparameterised form where it has one; everything is
+channels_last. --triton adds, for our models, inference rows of each mode with their Triton
+kernels (``eager+triton``, ``compile+triton``; VMINet.fuse(triton=True), vmisa_triton.py). The
+best-against-best table takes each model's best img/s over modes, plain or graph. Each timing is the median over --repeats runs of --iters calls (CUDA events;
 time.perf_counter on CPU) after --warmup calls. Prints a table and writes the rows plus an
-``env`` block to --out. A failing measurement is recorded in its row, never fatal.
+``env`` block to --out. A failing measurement is recorded in its row, never fatal. --profile N
+runs N more batch calls of each inference row under torch.profiler and keeps its top kernels by
+device time in the row (``profile``: name, ms per call, share, calls per call), printed too.
 """
 import argparse
 import contextlib
@@ -134,12 +137,17 @@ def parse_args(argv=None):
                         default='cuda' if torch.cuda.is_available() else 'cpu')
     for name, what in [('throughput', 'inference img/s at --batch'),
                        ('latency', 'batch-1 latency'),
-                       ('cudagraph', 'batch-1 latency replayed as a CUDA graph (CUDA only)'),
+                       ('cudagraph', 'the throughput and latency forwards replayed as CUDA '
+                                     'graphs (CUDA only)'),
                        ('memory', 'peak CUDA memory (CUDA only)'),
                        ('train', 'training step time')]:
         parser.add_argument(f'--no-{name}', dest=name, action='store_false', help=f'skip {what}')
+    parser.add_argument('--profile', type=int, default=0,
+                        help='profile this many more batch calls per inference row (default 0)')
     parser.add_argument('--out', default='results.json', help='JSON file of all rows + env')
     args = parser.parse_args(argv)
+    if args.profile < 0:
+        parser.error('--profile takes a count >= 0')
 
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda but no CUDA device is available')
@@ -260,6 +268,26 @@ def seconds_per_call(fn: Callable[[], object], args) -> float:
     return statistics.median(times)
 
 
+def profile_steps(step: Callable[[], object], steps: int, device: str,
+                  top: int = 25) -> List[Dict]:
+    """The ``top`` kernels (CPU: operators) by self time over ``steps`` calls of ``step``:
+    name, ms per step and share of the time of all of them."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device == 'cuda'
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    attr = 'self_device_time_total' if cuda else 'self_cpu_time_total'
+    events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
+    total = sum(getattr(e, attr) for e in events)
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [dict(name=e.key[:160], ms_per_step=round(getattr(e, attr) / 1e3 / steps, 3),
+                 share=round(getattr(e, attr) / total, 4), calls_per_step=e.count / steps)
+            for e in events[:top]]
+
+
 def images(batch: int, args) -> torch.Tensor:
     x = torch.randn(batch, 3, args.img_size, args.img_size, device=args.device)
     return x.contiguous(memory_format=torch.channels_last)
@@ -272,6 +300,13 @@ def throughput(model, dtype, args) -> float:
         return args.batch / seconds_per_call(lambda: model(x), args)
 
 
+def inference_profile(model, dtype, args) -> List[Dict]:
+    """profile_steps of ``args.profile`` batch calls: where a batch's device time goes."""
+    x = images(args.batch, args)
+    with torch.inference_mode(), autocast(args.device, dtype):
+        return profile_steps(lambda: model(x), args.profile, args.device)
+
+
 def latency(model, dtype, args) -> float:
     """Milliseconds per batch-1 call, launched op by op (or compiled code) from Python."""
     x = images(1, args)
@@ -279,9 +314,20 @@ def latency(model, dtype, args) -> float:
         return seconds_per_call(lambda: model(x), args) * 1e3
 
 
+def graph_throughput(model, dtype, args) -> float:
+    """Images per second at ``args.batch``, the forward replayed as a CUDA graph (no launch
+    overhead: where the host is slower than the GPU, this is the GPU's rate)."""
+    return args.batch / graph_seconds(model, dtype, args.batch, args)
+
+
 def graph_latency(model, dtype, args) -> float:
     """Milliseconds per replay of one batch-1 forward captured as a CUDA graph."""
-    static_input = images(1, args)
+    return graph_seconds(model, dtype, 1, args) * 1e3
+
+
+def graph_seconds(model, dtype, batch: int, args) -> float:
+    """Seconds per replay of one forward at ``batch`` captured as a CUDA graph."""
+    static_input = images(batch, args)
     # autocast's weight-cast cache must be off while capturing
     with torch.inference_mode(), autocast('cuda', dtype, cache=False):
         side = torch.cuda.Stream()
@@ -293,7 +339,7 @@ def graph_latency(model, dtype, args) -> float:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             model(static_input)
-    return seconds_per_call(graph.replay, args) * 1e3
+    return seconds_per_call(graph.replay, args)
 
 
 def train_step_time(spec: ModelSpec, mode: str, args) -> float:
@@ -378,7 +424,8 @@ def benchmark_model(spec: ModelSpec, args) -> List[Dict]:
             dtype = DTYPES[dtype_name]
             errors = list(mode_errors)
             row = dict(base, mode=label, dtype=dtype_name, reparam=fused, batch=args.batch,
-                       img_size=args.img_size, img_s=None, peak_mb=None, latency_b1_ms=None,
+                       img_size=args.img_size, img_s=None, img_s_graph=None, peak_mb=None,
+                       latency_b1_ms=None,
                        latency_b1_graph_ms=None, train_batch=args.train_batch,
                        train_dtype='bf16', train_step_ms=train_ms, train_peak_mb=train_peak,
                        best=False)
@@ -388,10 +435,21 @@ def benchmark_model(spec: ModelSpec, args) -> List[Dict]:
                     row['img_s'], row['peak_mb'] = measure(
                         f'{where} throughput', lambda: throughput(model, dtype, args), errors,
                         args)
+                if args.throughput and args.cudagraph:
+                    row['img_s_graph'], _ = measure(
+                        f'{where} cudagraph throughput',
+                        lambda: graph_throughput(model, dtype, args), errors, args)
+                if args.profile:
+                    row['profile'], _ = measure(
+                        f'{where} profile', lambda: inference_profile(model, dtype, args),
+                        errors, args)
+                    for kernel in row['profile'] or []:
+                        print(f"      {kernel['ms_per_step']:8.3f} ms {kernel['share']:6.1%} "
+                              f"x{kernel['calls_per_step']:g}  {kernel['name'][:90]}")
                 if args.latency:
                     row['latency_b1_ms'], _ = measure(
                         f'{where} latency', lambda: latency(model, dtype, args), errors, args)
-                if args.cudagraph:
+                if args.latency and args.cudagraph:
                     row['latency_b1_graph_ms'], _ = measure(
                         f'{where} cudagraph', lambda: graph_latency(model, dtype, args), errors,
                         args)
@@ -407,7 +465,7 @@ def best_key(row: Dict):
     """Sort key, smaller is better: img/s, else batch-1 latency, else train step time."""
     latencies = [v for v in (row.get('latency_b1_ms'), row.get('latency_b1_graph_ms')) if v]
     if row.get('img_s'):
-        return (0, -row['img_s'])
+        return (0, -max(row['img_s'], row.get('img_s_graph') or 0))
     if latencies:
         return (1, min(latencies))
     if row.get('train_step_ms'):
@@ -433,7 +491,9 @@ def best_against_best(rows: List[Dict]) -> List[Dict]:
             group = [r for r in rows if r['model'] == model and r['dtype'] == dtype]
             entry = dict(model=model, dtype=dtype, params_m=group[0]['params_m'])
             candidates = {
-                'img_s': ([(r['img_s'], r['mode']) for r in group if r['img_s']], max),
+                'img_s': ([(r['img_s'], r['mode']) for r in group if r['img_s']] +
+                          [(r['img_s_graph'], f'{r["mode"]}+cudagraph') for r in group
+                           if r.get('img_s_graph')], max),
                 'latency_b1_ms': ([(r['latency_b1_ms'], r['mode']) for r in group
                                    if r['latency_b1_ms']] +
                                   [(r['latency_b1_graph_ms'], f'{r["mode"]}+cudagraph')
@@ -470,10 +530,11 @@ def table(header: List[str], lines: List[List[str]]) -> str:
 
 
 def results_table(rows: List[Dict]) -> str:
-    header = ['model', 'params M', 'mode', 'reparam', 'dtype', 'img/s', 'lat b1 ms',
-              'lat b1 ms cudagraph', 'peak MB', 'train step ms', 'best']
+    header = ['model', 'params M', 'mode', 'reparam', 'dtype', 'img/s', 'img/s cudagraph',
+              'lat b1 ms', 'lat b1 ms cudagraph', 'peak MB', 'train step ms', 'best']
     lines = [[r['model'], fmt(r['params_m'], 2), fmt(r.get('mode')), fmt(r.get('reparam')),
-              fmt(r.get('dtype')), fmt(r.get('img_s')), fmt(r.get('latency_b1_ms'), 2),
+              fmt(r.get('dtype')), fmt(r.get('img_s')), fmt(r.get('img_s_graph')),
+              fmt(r.get('latency_b1_ms'), 2),
               fmt(r.get('latency_b1_graph_ms'), 2), fmt(r.get('peak_mb'), 0),
               fmt(r.get('train_step_ms'), 2), '*' if r.get('best') else '']
              for r in rows]
@@ -493,7 +554,8 @@ def summary_table(summary: List[Dict]) -> str:
 def progress_line(row: Dict) -> str:
     if row.get('mode') is None:
         return f'    {row["error"]}'
-    return (f'    {row["mode"]:<7} {row["dtype"]:<4} img/s {fmt(row["img_s"])}  '
+    return (f'    {row["mode"]:<7} {row["dtype"]:<4} img/s {fmt(row["img_s"])} '
+            f'(graph {fmt(row.get("img_s_graph"))})  '
             f'b1 {fmt(row["latency_b1_ms"], 2)} ms  graph {fmt(row["latency_b1_graph_ms"], 2)} '
             f'ms  peak {fmt(row["peak_mb"], 0)} MB  train {fmt(row["train_step_ms"], 2)} ms')
 

@@ -58,7 +58,8 @@ from mmengine.config import Config  # noqa: E402
 from mmvminet.registry import build_model  # noqa: E402
 from mmvminet.runner_utils import load_config  # noqa: E402
 from tools.analysis.benchmark import environment as classification_environment  # noqa: E402
-from tools.analysis.benchmark import fmt, release_memory, write_json  # noqa: E402
+from tools.analysis.benchmark import (fmt, profile_steps, release_memory,  # noqa: E402
+                                      write_json)
 
 SCRIPT = 'tools/analysis/benchmark_dense.py'
 GIB = 2**30
@@ -309,26 +310,6 @@ def autocast(task: str, device: str):
 def loss_scale(optim_wrapper) -> Optional[float]:
     scaler = getattr(optim_wrapper, 'loss_scaler', None)
     return scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
-
-
-def profile_steps(step: Callable[[], object], steps: int, device: str,
-                  top: int = 25) -> List[Dict]:
-    """The ``top`` kernels (CPU: operators) by self time over ``steps`` calls of ``step``:
-    name, ms per step and share of the time of all of them."""
-    from torch.profiler import ProfilerActivity, profile
-    cuda = device == 'cuda'
-    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
-        if cuda:
-            torch.cuda.synchronize()
-    attr = 'self_device_time_total' if cuda else 'self_cpu_time_total'
-    events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
-    total = sum(getattr(e, attr) for e in events)
-    events.sort(key=lambda e: getattr(e, attr), reverse=True)
-    return [dict(name=e.key[:160], ms_per_step=round(getattr(e, attr) / 1e3 / steps, 3),
-                 share=round(getattr(e, attr) / total, 4), calls_per_step=e.count / steps)
-            for e in events[:top]]
 
 
 def measure_train(model, data, cfg: Config, args) -> Dict:

@@ -1,7 +1,7 @@
 """Sweep the tile sizes of the Triton kernels (vmisa_triton.py) on each stage's map, on the GPU.
 
     python tools/analysis/tune_vmisa_kernels.py [--arch xs] [--batch 256] [--img-size 224]
-        [--dtype bf16] [--stages 0,1,2,3] [--what dwconv,fused] [--out tune.json]
+        [--dtype bf16] [--stages 0,1,2,3] [--what dwconv,fused,gemm] [--out tune.json]
 
 For each stage of the arch (the map of benchmark_vmisa.py's block), times
   dwconv      the depthwise 7x7 conv (BN folded) as cuDNN channels-last (cudnn.benchmark on),
@@ -9,11 +9,14 @@ For each stage of the arch (the map of benchmark_vmisa.py's block), times
               the Triton kernel (bf16: its int32-pair variant) at every (BLOCK_T, BLOCK_C, warps)
               of a grid and at its default tiles;
   fused       the two fused VMI-SA kernels after the depthwise conv at every
-              (BLOCK_T, CP, BLOCK_D, warps) of a grid.
-Each row has its median time (CUDA events), its bandwidth for the dwconv (2 N C elements moved)
-and its max abs difference to the PyTorch path. The winners are what ``dwconv_config`` and
-``_blocks`` in vmisa_triton.py return; the JSON is written after every stage. Each tile is a
-fresh Triton build (~seconds): a stage's tiles past its share of --max-seconds are skipped.
+              (BLOCK_T, CP, BLOCK_D, warps) of a grid;
+  gemm        the GEMM pair after the depthwise conv: pass 1's (BLOCK_M, BLOCK_N, BLOCK_K,
+              warps, stages) over a grid with pass 2 at its default, then pass 2's.
+Each row has its median GPU time (CUDA events around the replay of a CUDA graph of the calls:
+no Python launch overhead), its bandwidth for the dwconv (2 N C elements moved) and its max abs
+difference to the PyTorch path. The winners are what ``dwconv_config``, ``_blocks`` and
+``gemm_blocks`` in vmisa_triton.py return; the JSON is written after every stage. Each tile is
+a fresh Triton build (~seconds): a stage's tiles past its share of --max-seconds are skipped.
 """
 import argparse
 import itertools
@@ -32,6 +35,23 @@ from mmvminet.models import vmisa_triton  # noqa: E402
 from tools.analysis.benchmark import environment, seconds_per_call, write_json  # noqa: E402
 from tools.analysis.benchmark_vmisa import (add_block_arguments, copy_bandwidth,  # noqa: E402
                                             stage_input)
+
+
+def gpu_seconds_per_call(fn, args) -> float:
+    """seconds_per_call of the GPU time alone: ``iters`` calls captured once in a CUDA graph
+    and replayed, so that Python's launch overhead (direct Triton launches, the eager custom
+    ops) is not counted, as in a compiled model whose launches run ahead of the GPU."""
+    for _ in range(args.warmup):  # builds the kernels outside the capture
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(args.iters):
+            fn()
+    replays = argparse.Namespace(**dict(vars(args), warmup=1, iters=1))
+    seconds = seconds_per_call(graph.replay, replays) / args.iters
+    del graph
+    return seconds
 
 
 def pow2_caps(values, limit):
@@ -54,10 +74,10 @@ def dwconv_rows(block, x, args):
         }
         rows = []
         for name, fn in baselines.items():
-            rows.append(dict(kind='dwconv', impl=name, us=seconds_per_call(fn, args) * 1e6))
+            rows.append(dict(kind='dwconv', impl=name, us=gpu_seconds_per_call(fn, args) * 1e6))
         with torch.backends.cudnn.flags(enabled=False):
             for name, inp in (('native_channels_last', x), ('native_nchw', x_nchw)):
-                us = seconds_per_call(lambda: F.conv2d(inp, weight, bias, padding=3,
+                us = gpu_seconds_per_call(lambda: F.conv2d(inp, weight, bias, padding=3,
                                                        groups=inp.shape[1]), args) * 1e6
                 rows.append(dict(kind='dwconv', impl=name, us=us))
         b, c, h, w = x.shape
@@ -68,12 +88,12 @@ def dwconv_rows(block, x, args):
             if time.monotonic() > args.deadline:
                 break
             out = vmisa_triton._depthwise_conv_impl(x, taps, bias, config, wrap=False)
-            us = seconds_per_call(lambda: vmisa_triton._depthwise_conv_impl(
+            us = gpu_seconds_per_call(lambda: vmisa_triton._depthwise_conv_impl(
                 x, taps, bias, config, wrap=False), args) * 1e6
             rows.append(dict(kind='dwconv', impl='triton', config=list(config), us=us,
                              max_abs_diff=(out.float() - reference.float()).abs().max().item()))
         # the custom op at dwconv_config's tiles, as the model calls it
-        rows.append(dict(kind='dwconv', impl='triton', config='default', us=seconds_per_call(
+        rows.append(dict(kind='dwconv', impl='triton', config='default', us=gpu_seconds_per_call(
             lambda: vmisa_triton.depthwise_conv(x, taps, bias), args) * 1e6))
     for row in rows:
         row['gbs'] = moved / row['us'] / 1e3
@@ -95,15 +115,55 @@ def fused_rows(block, x, args):
             except Exception as error:  # e.g. out of shared memory for this tile
                 rows.append(dict(kind='fused', config=list(config), error=str(error)[:200]))
                 continue
-            us = seconds_per_call(lambda: block.fused_forward(x, u, config), args) * 1e6
+            us = gpu_seconds_per_call(lambda: block.fused_forward(x, u, config), args) * 1e6
             rows.append(dict(kind='fused', config=list(config), us=us,
                              max_abs_diff=(out.float() - reference.float()).abs().max().item()))
         rows.append(dict(kind='fused', config='default',
-                         us=seconds_per_call(lambda: block.fused_forward(x, u), args) * 1e6))
-        # the same default tiles launched directly: the overhead of the two call paths
-        default = vmisa_triton._blocks(x.shape[1])
-        rows.append(dict(kind='fused', config='default_direct', us=seconds_per_call(
-            lambda: block.fused_forward(x, u, default), args) * 1e6))
+                         us=gpu_seconds_per_call(lambda: block.fused_forward(x, u), args) * 1e6))
+    return rows
+
+
+def gemm_rows(block, x, args):
+    """The GEMM pair: pass 1's tiles swept with pass 2 at its default, then pass 2's with
+    pass 1 at the best found; each row times the whole pair."""
+    b, c, h, w = x.shape
+    hidden = block.out_proj.in_channels
+    default = vmisa_triton.gemm_blocks(c, hidden, h * w)
+    if default is None:
+        return [dict(kind='gemm', config='default', error=f'no GEMM tiles for C={c}, D={hidden}')]
+    rows = []
+    with torch.inference_mode():
+        u = block.dwconv(x)
+        reference = block(x)
+
+        def timed(blocks, sweep):
+            try:
+                out = block.fused_forward(x, u, blocks)
+            except Exception as error:  # e.g. out of shared memory for this tile
+                rows.append(dict(kind='gemm', sweep=sweep, config=[list(p) for p in blocks],
+                                 error=str(error)[:200]))
+                return float('inf')
+            us = gpu_seconds_per_call(lambda: block.fused_forward(x, u, blocks), args) * 1e6
+            rows.append(dict(kind='gemm', sweep=sweep, config=[list(p) for p in blocks], us=us,
+                             max_abs_diff=(out.float() - reference.float()).abs().max().item()))
+            return us
+
+        def tiles(n_dim, k_dim):
+            return [(m, n, k, warps, stages) for m in pow2_caps((64, 128), max(16, h * w))
+                    for n in (32, 64, 128) if n_dim % n == 0
+                    for k in (32, 64) if k_dim % k == 0
+                    for warps, stages in ((4, 2), (4, 3), (8, 3))]
+
+        halfway = time.monotonic() + (args.deadline - time.monotonic()) / 2
+        best = (timed(default, 'default'), default[0])
+        for first in tiles(hidden, c):
+            if time.monotonic() > halfway:
+                break
+            best = min(best, (timed((first, default[1]), 'pass1'), first))
+        for second in tiles(c, hidden):
+            if time.monotonic() > args.deadline:
+                break
+            timed((best[1], second), 'pass2')
     return rows
 
 
@@ -111,7 +171,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_block_arguments(parser)
     parser.add_argument('--stages', default='0,1,2,3')
-    parser.add_argument('--what', default='dwconv,fused')
+    parser.add_argument('--what', default='dwconv,fused,gemm')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--repeats', type=int, default=3)
@@ -139,9 +199,11 @@ def main(argv=None):
             rows += dwconv_rows(block, x, args)
         if 'fused' in args.what:
             rows += fused_rows(block, x, args)
+        if 'gemm' in args.what:
+            rows += gemm_rows(block, x, args)
         result['stages'].append(dict(stage=stage, channels=channels, map=[size, size], rows=rows))
         print(f'stage {stage}: C={channels}, {size}x{size}')
-        for kind in ('dwconv', 'fused'):
+        for kind in ('dwconv', 'fused', 'gemm'):
             timed = sorted((r for r in rows if r['kind'] == kind and 'us' in r),
                            key=lambda r: r['us'])
             for r in timed[:6] + [r for r in timed[6:] if r.get('impl', 'triton') != 'triton'

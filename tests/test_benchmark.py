@@ -75,3 +75,17 @@ def test_bad_arguments_are_rejected(benchmark):
         benchmark.parse_args(['--device', 'cpu', '--dtypes', 'int8'])
     with pytest.raises(SystemExit):
         benchmark.parse_args(['--device', 'cpu', '--profile', '-1'])
+
+
+def test_best_against_best_counts_graph_throughput(benchmark):
+    def row(mode, img_s, graph):
+        return dict(model='M', params_m=1.0, dtype='bf16', mode=mode, img_s=img_s,
+                    img_s_graph=graph, latency_b1_ms=None, latency_b1_graph_ms=None,
+                    train_step_ms=None)
+    rows = [row('compile', 100.0, 150.0), row('compile+triton', 120.0, 130.0)]
+    summary = benchmark.best_against_best(rows)
+    assert (summary[0]['img_s'], summary[0]['img_s_mode']) == (150.0, 'compile+cudagraph')
+    benchmark.mark_best(rows)
+    assert rows[0]['best'] is True and 'best' not in rows[1]
+    rows = [row('compile', 100.0, None), row('compile+triton', 120.0, None)]
+    assert benchmark.best_against_best(rows)[0]['img_s_mode'] == 'compile+triton'

@@ -417,8 +417,9 @@ class VMINet(BaseModule):
         merge each block's Q and K projections; triton=True also runs the depthwise convs and
         everything after them in Triton kernels (CUDA, under torch.no_grad or inference_mode;
         the kernels after the convs: matrix form, C <= 64 or a multiple of 16, which every
-        variant's widths are; elsewhere the PyTorch path runs). Outputs stay equal up to float rounding; the
-        fused model has other state-dict keys and is not for training or saving."""
+        variant's widths are; elsewhere the PyTorch path runs). Outputs stay equal up to float
+        rounding; the fused model has other state-dict keys and is not for training or
+        saving."""
         for m in list(self.modules()):  # fuse() replaces children: iterate over a copy
             if isinstance(m, VMISA):
                 m.fuse(triton)

@@ -100,30 +100,34 @@ def dwconv_rows(block, x, args):
     return rows
 
 
-def fused_rows(block, x, args):
+def tile_row(block, x, u, reference, blocks, args, **fields) -> dict:
+    """One row of a tile sweep of the kernels after the depthwise conv: their GPU time at
+    tiles ``blocks`` and the max abs difference to the PyTorch path, or the error (e.g. out
+    of shared memory for this tile). fields: the row's kind, config, ..."""
+    try:
+        out = block.fused_forward(x, u, blocks)
+    except Exception as error:
+        return dict(fields, error=str(error)[:200])
+    us = gpu_seconds_per_call(lambda: block.fused_forward(x, u, blocks), args) * 1e6
+    return dict(fields, us=us,
+                max_abs_diff=(out.float() - reference.float()).abs().max().item())
+
+
+def fused_rows(block, x, u, reference, args):
     rows = []
-    with torch.inference_mode():
-        u = block.dwconv(x)
-        reference = block(x)
-        cp = max(16, vmisa_triton.triton.next_power_of_2(x.shape[1]))
-        for block_t, block_d, warps in itertools.product((32, 64, 128), (32, 64), (4, 8)):
-            if time.monotonic() > args.deadline:
-                break
-            config = (block_t, cp, block_d, warps)
-            try:
-                out = block.fused_forward(x, u, config)
-            except Exception as error:  # e.g. out of shared memory for this tile
-                rows.append(dict(kind='fused', config=list(config), error=str(error)[:200]))
-                continue
-            us = gpu_seconds_per_call(lambda: block.fused_forward(x, u, config), args) * 1e6
-            rows.append(dict(kind='fused', config=list(config), us=us,
-                             max_abs_diff=(out.float() - reference.float()).abs().max().item()))
-        rows.append(dict(kind='fused', config='default',
-                         us=gpu_seconds_per_call(lambda: block.fused_forward(x, u), args) * 1e6))
+    cp = max(16, vmisa_triton.triton.next_power_of_2(x.shape[1]))
+    for block_t, block_d, warps in itertools.product((32, 64, 128), (32, 64), (4, 8)):
+        if time.monotonic() > args.deadline:
+            break
+        config = (block_t, cp, block_d, warps)
+        rows.append(tile_row(block, x, u, reference, config, args, kind='fused',
+                             config=list(config)))
+    rows.append(dict(kind='fused', config='default',
+                     us=gpu_seconds_per_call(lambda: block.fused_forward(x, u), args) * 1e6))
     return rows
 
 
-def gemm_rows(block, x, args):
+def gemm_rows(block, x, u, reference, args):
     """The GEMM pair: pass 1's tiles swept with pass 2 at its default, then pass 2's with
     pass 1 at the best found; each row times the whole pair."""
     b, c, h, w = x.shape
@@ -132,38 +136,28 @@ def gemm_rows(block, x, args):
     if default is None:
         return [dict(kind='gemm', config='default', error=f'no GEMM tiles for C={c}, D={hidden}')]
     rows = []
-    with torch.inference_mode():
-        u = block.dwconv(x)
-        reference = block(x)
 
-        def timed(blocks, sweep):
-            try:
-                out = block.fused_forward(x, u, blocks)
-            except Exception as error:  # e.g. out of shared memory for this tile
-                rows.append(dict(kind='gemm', sweep=sweep, config=[list(p) for p in blocks],
-                                 error=str(error)[:200]))
-                return float('inf')
-            us = gpu_seconds_per_call(lambda: block.fused_forward(x, u, blocks), args) * 1e6
-            rows.append(dict(kind='gemm', sweep=sweep, config=[list(p) for p in blocks], us=us,
-                             max_abs_diff=(out.float() - reference.float()).abs().max().item()))
-            return us
+    def timed(blocks, sweep):
+        rows.append(tile_row(block, x, u, reference, blocks, args, kind='gemm', sweep=sweep,
+                             config=[list(p) for p in blocks]))
+        return rows[-1].get('us', float('inf'))
 
-        def tiles(n_dim, k_dim):
-            return [(m, n, k, warps, stages) for m in pow2_caps((64, 128), max(16, h * w))
-                    for n in (32, 64, 128) if n_dim % n == 0
-                    for k in (32, 64) if k_dim % k == 0
-                    for warps, stages in ((4, 2), (4, 3), (8, 3))]
+    def tiles(n_dim, k_dim):
+        return [(m, n, k, warps, stages) for m in pow2_caps((64, 128), max(16, h * w))
+                for n in (32, 64, 128) if n_dim % n == 0
+                for k in (32, 64) if k_dim % k == 0
+                for warps, stages in ((4, 2), (4, 3), (8, 3))]
 
-        halfway = time.monotonic() + (args.deadline - time.monotonic()) / 2
-        best = (timed(default, 'default'), default[0])
-        for first in tiles(hidden, c):
-            if time.monotonic() > halfway:
-                break
-            best = min(best, (timed((first, default[1]), 'pass1'), first))
-        for second in tiles(c, hidden):
-            if time.monotonic() > args.deadline:
-                break
-            timed((best[1], second), 'pass2')
+    halfway = time.monotonic() + (args.deadline - time.monotonic()) / 2
+    best = (timed(default, 'default'), default[0])
+    for first in tiles(hidden, c):
+        if time.monotonic() > halfway:
+            break
+        best = min(best, (timed((first, default[1]), 'pass1'), first))
+    for second in tiles(c, hidden):
+        if time.monotonic() > args.deadline:
+            break
+        timed((best[1], second), 'pass2')
     return rows
 
 
@@ -197,10 +191,12 @@ def main(argv=None):
         rows = []
         if 'dwconv' in args.what:
             rows += dwconv_rows(block, x, args)
-        if 'fused' in args.what:
-            rows += fused_rows(block, x, args)
-        if 'gemm' in args.what:
-            rows += gemm_rows(block, x, args)
+        with torch.inference_mode():
+            u, reference = block.dwconv(x), block(x)
+            if 'fused' in args.what:
+                rows += fused_rows(block, x, u, reference, args)
+            if 'gemm' in args.what:
+                rows += gemm_rows(block, x, u, reference, args)
         result['stages'].append(dict(stage=stage, channels=channels, map=[size, size], rows=rows))
         print(f'stage {stage}: C={channels}, {size}x{size}')
         for kind in ('dwconv', 'fused', 'gemm'):

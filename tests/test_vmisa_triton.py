@@ -62,16 +62,17 @@ for kind in vmisa_triton.MASK_IDS:
             diff=(out - ref).abs().max().item(), scale=ref.abs().max().item(),
             fused=len(calls) - before, dwconv=len(dw_calls) - dw_before,
             gemm=len(gemm_calls) - gemm_before, shape=list(out.shape))
-# the depthwise kernels alone, at the default tiles and others: token tiles shorter and longer
-# than a row and than the map, channel tiles that do and do not divide C, a 3x3 kernel; in bf16
-# the int32-pair kernel (against conv2d of the same bf16 input in fp32), odd C: the other one
+# the depthwise kernel alone, at the default tiles and others (ROWS, BLOCK_W, BLOCK_C, warps):
+# row chunks shorter and longer than the map (halos at both edges, maps shorter than the
+# kernel), column strips narrower and wider than W, channel tiles that do and do not divide C, a
+# 3x3 kernel, three dtypes (bf16 and fp16 against conv2d of the same input in fp32)
 dw = {}
 for b, c, h, w, k, dtype, config in [
         (2, 24, 9, 11, 7, 'float32', None), (1, 40, 5, 70, 7, 'float32', None),
-        (1, 80, 7, 7, 7, 'float32', (64, 32, 4)), (1, 16, 3, 2, 7, 'float32', (16, 16, 4)),
-        (2, 20, 6, 5, 3, 'float32', (16, 16, 4)), (2, 64, 14, 14, 7, 'float32', (64, 64, 4)),
-        (2, 64, 14, 14, 7, 'bfloat16', None), (1, 40, 5, 9, 7, 'bfloat16', (16, 32, 4)),
-        (1, 24, 6, 7, 3, 'bfloat16', (32, 16, 4)), (1, 15, 4, 6, 7, 'bfloat16', (16, 16, 4))]:
+        (1, 80, 7, 7, 7, 'float32', (2, 4, 32, 1)), (1, 16, 3, 2, 7, 'float32', (8, 8, 16, 1)),
+        (2, 20, 6, 5, 3, 'float32', (4, 2, 16, 1)), (2, 64, 14, 14, 7, 'float32', (16, 16, 64, 2)),
+        (2, 64, 14, 14, 7, 'bfloat16', None), (1, 40, 11, 9, 7, 'bfloat16', (4, 8, 32, 1)),
+        (1, 24, 6, 7, 3, 'float16', (1, 16, 16, 1)), (1, 15, 4, 6, 7, 'bfloat16', (2, 4, 16, 1))]:
     torch.manual_seed(c)
     x = torch.randn(b, c, h, w).to(getattr(torch, dtype)).to(memory_format=torch.channels_last)
     weight, bias = torch.randn(c, 1, k, k), torch.randn(c)

@@ -23,8 +23,9 @@ GEMM over the batch's B*L tokens with the element-wise work in its prologue or e
     pass 2  (_output_gemm_kernel):    out = x + W3 ReLU6(w_ctx c + w_loc A) + b3
 
 Inference only (no autograd); the matrix form only (the recurrent form's scan stays in
-PyTorch). The depthwise kernels (_dwconv_kernel, and _dwconv_bf16_kernel for bf16) take each of
-the K*K taps as one shifted load of a tile of tokens; they beat cuDNN on every VMINet-XS map.
+PyTorch). The depthwise kernel (_dwconv_kernel) streams down the rows of a strip of the map:
+each input row is read once and added to the K output rows it feeds; it beats cuDNN on every
+VMINet-XS map.
 The split between the pairs and all tile sizes come from tools/analysis/tune_vmisa_kernels.py
 (docs/benchmarks.md).
 
@@ -250,81 +251,56 @@ if triton is not None:
 
     @triton.jit
     def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W: tl.constexpr, C: tl.constexpr,
-                       K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+                       K: tl.constexpr, ROWS: tl.constexpr, BLOCK_W: tl.constexpr,
+                       BLOCK_C: tl.constexpr):
         """out[b, h, w, c] = b[c] + sum_ij w[i, j, c] x[b, h + i - K//2, w + j - K//2, c] (zero
-        padding) on channels-last (B, H*W, C) memory, for BLOCK_T consecutive tokens (raster
-        order) x BLOCK_C channels per program; w is the (K*K, C) fp32 tap table.
+        padding) on channels-last (B, H*W, C) memory; w is the (K*K, C) fp32 tap table. A
+        program computes ROWS output rows of one image for BLOCK_W columns x BLOCK_C channels.
 
-        In raster order a tap (i, j) is a constant shift (i - K//2) W + (j - K//2) of the token
-        index, so with W and C compile-time constants each tap is one load at a fixed offset
-        from the tile's pointers; its zero padding is a per-token predicate, shared by the tile's
-        channels (whole vectors) when BLOCK_C divides C."""
-        t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+        It streams down the input rows the outputs need. Input row r is tap row i of output row
+        r - i + K//2, so each of its K column shifts is loaded once and added to K accumulators
+        (a tuple; acc[k] is output row r - K//2 + k), where a tile of tokens per tap would load
+        each input K*K times. acc[0] is then complete: it is stored and the tuple shifts by one.
+        Rows past the map's edges are not read; the taps they would feed are not computed, but
+        accumulators of rows outside the program's ROWS are (a halo of K//2 rows each side)."""
+        HALF: tl.constexpr = K // 2
+        STRIPS: tl.constexpr = (W + BLOCK_W - 1) // BLOCK_W
+        r0 = tl.program_id(0) * ROWS
         b = tl.program_id(1).to(tl.int64)
-        c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        h, w = t // W, t % W
-        tokens = H * W
-        x_tile = x_ptr + b * tokens * C + t[:, None] * C + c[None, :]
-        acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
-        # a loop over kernel rows, unrolled over columns only: unrolling all K*K taps lets the
-        # compiler hoist every load and spill registers
-        for i in range(K):
-            row_ok = (h >= K // 2 - i) & (h < H + K // 2 - i)
+        w = (tl.program_id(2) % STRIPS) * BLOCK_W + tl.arange(0, BLOCK_W)
+        c = (tl.program_id(2) // STRIPS) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = (c < C) | (C % BLOCK_C == 0)  # all true (no masks) when BLOCK_C divides C
+        image, out_image = x_ptr + b * H * W * C, out_ptr + b * H * W * C
+        # (1, BLOCK_C) weights: Triton then lays the accumulators out along the tokens, with
+        # each weight reused by a thread's tokens (2.6x faster than (BLOCK_C,) on a 7x7 map)
+        bias = tl.load(b_ptr + c[None, :], mask=c_ok[None, :], other=0.).to(tl.float32)
+        zero = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+        acc = (zero, ) * K
+        r_end = tl.minimum(r0 + ROWS + HALF, H)
+        for r in range(tl.maximum(r0 - HALF, 0), r_end):
             for j in tl.static_range(K):
-                ok = row_ok & (w >= K // 2 - j) & (w < W + K // 2 - j)
-                if C % BLOCK_C == 0:
-                    wv = tl.load(w_ptr + (i * K + j) * C + c)
-                    xv = tl.load(x_tile + ((i - K // 2) * W + j - K // 2) * C,
-                                 mask=ok[:, None], other=0.)
-                else:
-                    wv = tl.load(w_ptr + (i * K + j) * C + c, mask=c < C, other=0.)
-                    xv = tl.load(x_tile + ((i - K // 2) * W + j - K // 2) * C,
-                                 mask=ok[:, None] & (c < C)[None, :], other=0.)
-                acc += xv.to(tl.float32) * wv[None, :]
-        acc += tl.load(b_ptr + c, mask=c < C, other=0.).to(tl.float32)[None, :]
-        tl.store(out_ptr + b * tokens * C + t[:, None] * C + c[None, :],
-                 acc.to(out_ptr.dtype.element_ty), mask=(t < tokens)[:, None] & (c < C)[None, :])
-
-    @triton.jit
-    def _dwconv_bf16_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W: tl.constexpr, C: tl.constexpr,
-                            K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-        """_dwconv_kernel for bf16 with even C, reading x and writing out as int32 channel pairs
-        (x_ptr, out_ptr: int32 views). A bf16 is the top half of an fp32, so the pair's even
-        channel is v << 16 and its odd channel v & 0xffff0000: one shift or mask per element, where
-        the conversions of _dwconv_kernel outnumber its FMAs (docs/benchmarks.md)."""
-        PAIRS: tl.constexpr = BLOCK_C // 2
-        t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-        b = tl.program_id(1).to(tl.int64)
-        p = tl.program_id(2) * PAIRS + tl.arange(0, PAIRS)
-        p_ok = p < C // 2
-        h, w = t // W, t % W
-        tokens = H * W
-        x_tile = x_ptr + b * tokens * (C // 2) + t[:, None] * (C // 2) + p[None, :]
-        pair = 2 * p[:, None] + tl.arange(0, 2)[None, :]  # (PAIRS, 2) channel indices
-        acc_even = tl.zeros((BLOCK_T, PAIRS), dtype=tl.float32)
-        acc_odd = tl.zeros((BLOCK_T, PAIRS), dtype=tl.float32)
-        for i in range(K):  # rows looped, columns unrolled: see _dwconv_kernel
-            row_ok = (h >= K // 2 - i) & (h < H + K // 2 - i)
-            for j in tl.static_range(K):
-                ok = row_ok & (w >= K // 2 - j) & (w < W + K // 2 - j)
-                if C % BLOCK_C == 0:
-                    w_even, w_odd = tl.split(tl.load(w_ptr + (i * K + j) * C + pair))
-                    v = tl.load(x_tile + ((i - K // 2) * W + j - K // 2) * (C // 2),
-                                mask=ok[:, None], other=0)
-                else:
-                    w_even, w_odd = tl.split(tl.load(w_ptr + (i * K + j) * C + pair,
-                                                     mask=p_ok[:, None], other=0.))
-                    v = tl.load(x_tile + ((i - K // 2) * W + j - K // 2) * (C // 2),
-                                mask=ok[:, None] & p_ok[None, :], other=0)
-                acc_even += (v << 16).to(tl.float32, bitcast=True) * w_even[None, :]
-                acc_odd += (v & -65536).to(tl.float32, bitcast=True) * w_odd[None, :]
-        b_even, b_odd = tl.split(tl.load(b_ptr + pair, mask=p_ok[:, None], other=0.))
-        even = (acc_even + b_even.to(tl.float32)[None, :]).to(tl.bfloat16)
-        odd = (acc_odd + b_odd.to(tl.float32)[None, :]).to(tl.bfloat16)
-        packed = ((even.to(tl.int16, bitcast=True).to(tl.int32) & 65535)
-                  | (odd.to(tl.int16, bitcast=True).to(tl.int32) << 16))
-        tl.store(out_ptr + b * tokens * (C // 2) + t[:, None] * (C // 2) + p[None, :], packed,
-                 mask=(t < tokens)[:, None] & p_ok[None, :])
+                ok = (w >= HALF - j) & (w < W + HALF - j)
+                v = tl.load(image + (r * W + w[:, None] + j - HALF) * C + c[None, :],
+                            mask=ok[:, None] & c_ok[None, :], other=0.).to(tl.float32)
+                shifted = ()
+                for k in tl.static_range(K):
+                    tap = w_ptr + ((K - 1 - k) * K + j) * C + c[None, :]
+                    shifted += (acc[k] + v * tl.load(tap, mask=c_ok[None, :], other=0.), )
+                acc = shifted
+            o = r - HALF
+            tl.store(out_image + (o * W + w[:, None]) * C + c[None, :],
+                     (acc[0] + bias).to(out_ptr.dtype.element_ty),
+                     mask=(o >= r0) & (o < r0 + ROWS) & (w < W)[:, None] & c_ok[None, :])
+            shifted = ()
+            for k in tl.static_range(1, K):
+                shifted += (acc[k], )
+            acc = shifted + (zero, )
+        for k in tl.static_range(HALF):  # rows whose last input rows lie past the bottom edge
+            o = r_end - HALF + k
+            tl.store(out_image + (o * W + w[:, None]) * C + c[None, :],
+                     (acc[k] + bias).to(out_ptr.dtype.element_ty),
+                     mask=(o >= r0) & (o < r0 + ROWS) & (o < H) & (w < W)[:, None]
+                     & c_ok[None, :])
 
 
 def _launch(kernel, grid, *args, wrap=True, **meta):
@@ -475,49 +451,42 @@ def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tens
     return (_vmisa_fused if INTERPRET else _vmisa_fused_op)(*args)
 
 
-def dwconv_config(channels: int, width: int, dtype: torch.dtype):
-    """(BLOCK_T, BLOCK_C, warps) of the depthwise kernels for a (C, W) map: the fastest tiles of
-    tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages (H200, batch 256, bf16: W = 56,
-    28, 14, 7 for C = 48, 96, 192, 384)."""
+def dwconv_config(channels: int, width: int):
+    """(ROWS, BLOCK_W, BLOCK_C, warps) of the depthwise kernel for a (C, W) map: the fastest
+    tiles of tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages (H200, batch 256, bf16:
+    W = 56, 28, 14, 7 for C = 48, 96, 192, 384; tune_dwconv_stream_h200.json)."""
     if width >= 56:
-        return 128, 16, 4
-    if width >= 28:
-        return 64, 32, 4
-    if width >= 14:
-        return 32, 64, 4
-    return 64, 64 if dtype == torch.bfloat16 else 32, 4
+        rows, block_w, block_c, warps = 28, 32, 16, 1
+    elif width >= 28:
+        rows, block_w, block_c, warps = 32, 16, 32, 1
+    elif width >= 14:
+        rows, block_w, block_c, warps = 16, 16, 32, 1
+    else:
+        rows, block_w, block_c, warps = 8, 8, 32, 1
+    return rows, block_w, min(block_c, max(16, triton.next_power_of_2(channels))), warps
 
 
 def tap_weights(weight: torch.Tensor) -> torch.Tensor:
-    """A depthwise conv weight (C, 1, K, K) as the kernels' (K*K, C) fp32 tap table."""
+    """A depthwise conv weight (C, 1, K, K) as the kernel's (K*K, C) fp32 tap table."""
     return weight.detach().reshape(weight.shape[0], -1).t().float().contiguous()
-
-
-def dwconv_kernel(dtype: torch.dtype, channels: int):
-    """The depthwise kernel for a map of this dtype and width, and whether it takes the map as
-    int32 channel pairs (bf16 with even C: ``_dwconv_bf16_kernel``)."""
-    pairs = dtype == torch.bfloat16 and channels % 2 == 0
-    return (_dwconv_bf16_kernel if pairs else _dwconv_kernel), pairs
 
 
 def _depthwise_conv_impl(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, config,
                          wrap: bool = True) -> torch.Tensor:
-    """The kernel with tiles config = (BLOCK_T, BLOCK_C, warps); wrap: see ``_launch``."""
+    """The kernel with tiles config = (ROWS, BLOCK_W, BLOCK_C, warps); wrap: see ``_launch``."""
     b, c, h, w = x.shape
     k = round(taps.shape[0]**0.5)
-    block_t, block_c, warps = config
+    rows, block_w, block_c, warps = config
     x = x.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last input
     out = torch.empty_like(x)
-    grid = (triton.cdiv(h * w, block_t), b, triton.cdiv(c, block_c))
-    kernel, pairs = dwconv_kernel(x.dtype, c)
-    x_arg, out_arg = (x.view(torch.int32), out.view(torch.int32)) if pairs else (x, out)
-    _launch(kernel, grid, x_arg, taps.float(), bias, out_arg, h, W=w, C=c, K=k,
-            BLOCK_T=block_t, BLOCK_C=block_c, num_warps=warps, wrap=wrap)
+    grid = (triton.cdiv(h, rows), b, triton.cdiv(w, block_w) * triton.cdiv(c, block_c))
+    _launch(_dwconv_kernel, grid, x, taps.float(), bias, out, h, W=w, C=c, K=k, ROWS=rows,
+            BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, wrap=wrap)
     return out.permute(0, 3, 1, 2)
 
 
 def _depthwise_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return _depthwise_conv_impl(x, taps, bias, dwconv_config(x.shape[1], x.shape[3], x.dtype))
+    return _depthwise_conv_impl(x, taps, bias, dwconv_config(x.shape[1], x.shape[3]))
 
 
 if triton is not None and hasattr(torch.library, 'triton_op'):

@@ -1,15 +1,16 @@
-"""Registers, spills and instruction mix of the depthwise-conv Triton kernels, on any machine.
+"""Registers, spills and instruction mix of the depthwise-conv Triton kernel, on any machine.
 
     python tools/analysis/kernel_resources.py [--arch 90] [--dtype bf16]
-        [--maps 56:48,28:96,14:192,7:384] [--tiles BLOCK_T,BLOCK_C,WARPS] [--out FILE.json]
+        [--maps 56:48,28:96,14:192,7:384] [--tiles ROWS,BLOCK_W,BLOCK_C,WARPS] [--out FILE.json]
 
-For each map W:C (default: VMINet-XS's four stages) the kernel the model launches for that dtype
-(bf16: the int32-pair kernel) is compiled at ``dwconv_config``'s tiles (or --tiles) for sm_<arch>a
-by Triton's own ptxas, without a GPU. Printed per map: ptxas's registers per thread and spill
-bytes, the SASS size and its most frequent opcodes (cuobjdump beside ptxas). The loop over kernel
-rows is not unrolled, so the SASS holds one kernel row (K taps) of FMAs: with T x C / threads
-outputs per thread, FFMA = K T C / threads. Spills or conversion instructions (PRMT, SHF, F2F)
-that outnumber the FFMAs are what to look for.
+For each map W:C (default: VMINet-XS's four stages) the kernel is compiled for that dtype at
+``dwconv_config``'s tiles (or --tiles) for sm_<arch>a by Triton's own ptxas, without a GPU.
+Printed per map: ptxas's registers per thread and spill bytes, the SASS size and its most
+frequent opcodes (cuobjdump beside ptxas). The loop over input rows is not unrolled, so the
+SASS holds one input row: K column shifts, each added to K accumulators, so with
+BLOCK_W x BLOCK_C / threads outputs per thread, FFMA = K^2 BLOCK_W BLOCK_C / threads. Spills,
+shared-memory traffic (LDS, STS: layout conversions) or loads that rival the FFMAs are what to
+look for.
 """
 import argparse
 import collections
@@ -40,7 +41,7 @@ def parse_args(argv=None):
     parser.add_argument('--maps', default='56:48,28:96,14:192,7:384',
                         help='comma-separated W:C (map width and channels)')
     parser.add_argument('--tiles', default=None,
-                        help="BLOCK_T,BLOCK_C,WARPS for every map (default: dwconv_config's)")
+                        help="ROWS,BLOCK_W,BLOCK_C,WARPS for every map (default: dwconv_config's)")
     parser.add_argument('--kernel-size', type=int, default=7)
     parser.add_argument('--out', default=None, help='also write the rows as JSON')
     args = parser.parse_args(argv)
@@ -50,9 +51,9 @@ def parse_args(argv=None):
         args.maps = [tuple(int(v) for v in m.split(':')) for m in args.maps.split(',')]
         args.tiles = tuple(int(v) for v in args.tiles.split(',')) if args.tiles else None
     except ValueError:
-        parser.error('--maps takes W:C pairs, --tiles three integers')
-    if any(len(m) != 2 for m in args.maps) or (args.tiles and len(args.tiles) != 3):
-        parser.error('--maps takes W:C pairs, --tiles three integers')
+        parser.error('--maps takes W:C pairs, --tiles four integers')
+    if any(len(m) != 2 for m in args.maps) or (args.tiles and len(args.tiles) != 4):
+        parser.error('--maps takes W:C pairs, --tiles four integers')
     return args
 
 
@@ -61,13 +62,14 @@ def compile_kernel(width: int, channels: int, dtype: torch.dtype, tiles, arch: i
     """The depthwise kernel the model would launch, compiled for sm_<arch>a: its PTX text."""
     triton = vmisa_triton.triton
     from triton.backends.compiler import GPUTarget
-    kernel, pairs = vmisa_triton.dwconv_kernel(dtype, channels)
-    data = '*i32' if pairs else POINTER[dtype]
-    block_t, block_c, warps = tiles
-    signature = {'x_ptr': data, 'w_ptr': '*fp32', 'b_ptr': '*fp32', 'out_ptr': data, 'H': 'i32',
-                 'W': 'constexpr', 'C': 'constexpr', 'K': 'constexpr', 'BLOCK_T': 'constexpr',
+    kernel = vmisa_triton._dwconv_kernel
+    rows, block_w, block_c, warps = tiles
+    signature = {'x_ptr': POINTER[dtype], 'w_ptr': '*fp32', 'b_ptr': '*fp32',
+                 'out_ptr': POINTER[dtype], 'H': 'i32', 'W': 'constexpr', 'C': 'constexpr',
+                 'K': 'constexpr', 'ROWS': 'constexpr', 'BLOCK_W': 'constexpr',
                  'BLOCK_C': 'constexpr'}
-    constants = dict(W=width, C=channels, K=kernel_size, BLOCK_T=block_t, BLOCK_C=block_c)
+    constants = dict(W=width, C=channels, K=kernel_size, ROWS=rows, BLOCK_W=block_w,
+                     BLOCK_C=block_c)
     # the 16-byte pointer alignment Triton assumes at launch for torch's allocations
     aligned = {(i, ): [['tt.divisibility', 16]] for i in range(4)}
     source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants,
@@ -101,7 +103,7 @@ def main(argv=None):
     dtype = DTYPES[args.dtype]
     rows = []
     for width, channels in args.maps:
-        tiles = args.tiles or vmisa_triton.dwconv_config(channels, width, dtype)
+        tiles = args.tiles or vmisa_triton.dwconv_config(channels, width)
         ptx, name = compile_kernel(width, channels, dtype, tiles, args.arch, args.kernel_size)
         row = dict(width=width, channels=channels, dtype=args.dtype, kernel=name,
                    tiles=list(tiles), arch=f'sm_{args.arch}a', **resources(ptx, args.arch))

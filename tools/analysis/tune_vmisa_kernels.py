@@ -6,8 +6,8 @@
 For each stage of the arch (the map of benchmark_vmisa.py's block), times
   dwconv      the depthwise 7x7 conv (BN folded) as cuDNN channels-last (cudnn.benchmark on),
               cuDNN on contiguous NCHW, PyTorch's own kernel (cuDNN off) in both layouts, and
-              the Triton kernel (bf16: its int32-pair variant) at every (BLOCK_T, BLOCK_C, warps)
-              of a grid and at its default tiles;
+              the Triton kernel at every (ROWS, BLOCK_W, BLOCK_C, warps) of a grid and at its
+              default tiles;
   fused       the two fused VMI-SA kernels after the depthwise conv at every
               (BLOCK_T, CP, BLOCK_D, warps) of a grid;
   gemm        the GEMM pair after the depthwise conv: pass 1's (BLOCK_M, BLOCK_N, BLOCK_K,
@@ -82,8 +82,11 @@ def dwconv_rows(block, x, args):
                 rows.append(dict(kind='dwconv', impl=name, us=us))
         b, c, h, w = x.shape
         taps = vmisa_triton.tap_weights(weight)
-        grid = itertools.product(pow2_caps((32, 64, 128, 256), h * w),
-                                 pow2_caps((16, 32, 64), max(16, c)), (4, 8))
+        # tiles of 4 to 16 outputs per thread: fewer leave lanes idle, more spill registers
+        grid = [(rows, block_w, block_c, warps) for rows, block_w, block_c, warps in
+                itertools.product(pow2_caps((8, 16, 32), h), pow2_caps((8, 16, 32), w),
+                                  pow2_caps((16, 32, 64), max(16, c)), (1, 2, 4))
+                if 4 <= block_w * block_c // (32 * warps) <= 16]
         for config in grid:
             if time.monotonic() > args.deadline:
                 break

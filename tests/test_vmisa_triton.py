@@ -209,7 +209,7 @@ def test_gpu_fused_model_matches(dtype):
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
 def test_gpu_depthwise_kernels_match_conv2d(dtype):
-    # VMINet-XS's maps, a detection-like 50x84 map and an odd channel count (bf16: not pairs)
+    # VMINet-XS's maps, a detection-like 50x84 map and an odd channel count (masked channels)
     for b, c, h, w in [(8, 48, 56, 56), (4, 96, 28, 28), (4, 192, 14, 14), (4, 384, 7, 7),
                        (2, 40, 50, 84), (2, 15, 9, 9)]:
         torch.manual_seed(c)

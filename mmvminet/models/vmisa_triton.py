@@ -271,8 +271,9 @@ if triton is not None:
         c = (tl.program_id(2) // STRIPS) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = (c < C) | (C % BLOCK_C == 0)  # all true (no masks) when BLOCK_C divides C
         image, out_image = x_ptr + b * H * W * C, out_ptr + b * H * W * C
-        # (1, BLOCK_C) weights: Triton then lays the accumulators out along the tokens, with
-        # each weight reused by a thread's tokens (2.6x faster than (BLOCK_C,) on a 7x7 map)
+        # (1, BLOCK_C) weight rows: Triton then lays the accumulators out along the tokens, so
+        # a thread loads each weight once for all of its tokens (with (BLOCK_C,) rows a thread
+        # held one token's channels and loaded a weight per output)
         bias = tl.load(b_ptr + c[None, :], mask=c_ok[None, :], other=0.).to(tl.float32)
         zero = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
         acc = (zero, ) * K

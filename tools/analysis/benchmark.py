@@ -16,10 +16,10 @@ channels_last. --triton adds, for our models, inference rows of each mode with t
 kernels (``eager+triton``, ``compile+triton``; VMINet.fuse(triton=True), vmisa_triton.py). The
 best-against-best table takes each model's best img/s over modes, plain or graph. Each timing is
 the median over --repeats runs of --iters calls (CUDA events; time.perf_counter on CPU) after
---warmup calls. Prints a table and writes the rows plus an
-``env`` block to --out. A failing measurement is recorded in its row, never fatal. --profile N
-runs N more batch calls of each inference row under torch.profiler and keeps its top kernels by
-device time in the row (``profile``: name, ms per call, share, calls per call), printed too.
+--warmup calls. Prints a table and writes the rows plus an ``env`` block to --out. A failing
+measurement is recorded in its row, never fatal. --profile N runs N more batch calls of each
+inference row under torch.profiler and keeps its top kernels by device time in the row
+(``profile``: name, ms per call, share, calls per call), printed too.
 """
 import argparse
 import contextlib

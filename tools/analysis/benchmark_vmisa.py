@@ -8,8 +8,9 @@ For each stage of the arch: one inference block (BN folded, Q/K merged; weights 
 --dtype, channels_last) on the stage's (B, C, H, W) map at --img-size, timed as
   eager            the PyTorch path,
   compile          torch.compile of it (--compile-mode),
-  triton           the Triton kernels: the depthwise conv and the fused kernels after it at
-                   every width (the model uses the fused ones for C <= 96 only),
+  triton           the Triton kernels: the depthwise conv and the pair after it that the model
+                   picks for the stage's C (the fused pair up to FUSED_MAX_CHANNELS, the GEMM
+                   pair above),
   compile_triton   torch.compile of that,
   dwconv           the depthwise conv alone (cuDNN),
   dwconv_triton    the depthwise conv alone in the Triton kernel.

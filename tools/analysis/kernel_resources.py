@@ -59,10 +59,9 @@ def parse_args(argv=None):
 
 def compile_kernel(width: int, channels: int, dtype: torch.dtype, tiles, arch: int,
                    kernel_size: int = 7):
-    """The depthwise kernel the model would launch, compiled for sm_<arch>a: its PTX text."""
+    """The depthwise kernel (``_dwconv_kernel``) compiled for sm_<arch>a: its PTX text."""
     triton = vmisa_triton.triton
     from triton.backends.compiler import GPUTarget
-    kernel = vmisa_triton._dwconv_kernel
     rows, block_w, block_c, warps = tiles
     signature = {'x_ptr': POINTER[dtype], 'w_ptr': '*fp32', 'b_ptr': '*fp32',
                  'out_ptr': POINTER[dtype], 'H': 'i32', 'W': 'constexpr', 'C': 'constexpr',
@@ -72,11 +71,11 @@ def compile_kernel(width: int, channels: int, dtype: torch.dtype, tiles, arch: i
                      BLOCK_C=block_c)
     # the 16-byte pointer alignment Triton assumes at launch for torch's allocations
     aligned = {(i, ): [['tt.divisibility', 16]] for i in range(4)}
-    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants,
-                                       attrs=aligned)
+    source = triton.compiler.ASTSource(fn=vmisa_triton._dwconv_kernel, signature=signature,
+                                       constexprs=constants, attrs=aligned)
     compiled = triton.compile(source, target=GPUTarget('cuda', arch, 32),
                               options=dict(num_warps=warps))
-    return compiled.asm['ptx'], kernel.__name__
+    return compiled.asm['ptx']
 
 
 def resources(ptx: str, arch: int) -> dict:
@@ -104,7 +103,8 @@ def main(argv=None):
     rows = []
     for width, channels in args.maps:
         tiles = args.tiles or vmisa_triton.dwconv_config(channels, width)
-        ptx, name = compile_kernel(width, channels, dtype, tiles, args.arch, args.kernel_size)
+        ptx = compile_kernel(width, channels, dtype, tiles, args.arch, args.kernel_size)
+        name = vmisa_triton._dwconv_kernel.__name__
         row = dict(width=width, channels=channels, dtype=args.dtype, kernel=name,
                    tiles=list(tiles), arch=f'sm_{args.arch}a', **resources(ptx, args.arch))
         rows.append(row)

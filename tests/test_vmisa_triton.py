@@ -62,6 +62,20 @@ for kind in vmisa_triton.MASK_IDS:
             diff=(out - ref).abs().max().item(), scale=ref.abs().max().item(),
             fused=len(calls) - before, dwconv=len(dw_calls) - dw_before,
             gemm=len(gemm_calls) - gemm_before, shape=list(out.shape))
+# the GEMM pair at other tiles (pass 1, pass 2) on 10 tokens per image: pass 2 with C = 128
+# columns in two programs of 64, and in one program of two 64-wide chunks; token tiles
+# spanning 2 to 5 images
+blk = block(128, 'lower_triangular')
+x = torch.randn(3, 128, 2, 5).to(memory_format=torch.channels_last)
+with torch.no_grad():
+    ref = blk(x)
+    blk.fuse(triton=True)
+    u = blk.dwconv(x)
+    results['gemm_tiles'] = {
+        str(blocks): (blk.fused_forward(x, u, blocks) - ref).abs().max().item()
+        for blocks in [((16, 32, 32, 4, 2), (16, 64, 32, 4, 2)),
+                       ((32, 64, 64, 4, 2), (32, 128, 16, 4, 2))]}
+    results['gemm_scale'] = ref.abs().max().item()
 # the depthwise kernel alone, at the default tiles and others (ROWS, BLOCK_W, BLOCK_C, warps):
 # row chunks shorter and longer than the map (halos at both edges, maps shorter than the
 # kernel), column strips narrower and wider than W, channel tiles that do and do not divide C, a
@@ -87,6 +101,36 @@ for b, c, h, w, k, dtype, config in [
         shape=list(out.shape), dtype=str(out.dtype).split('.')[-1],
         channels_last=out.is_contiguous(memory_format=torch.channels_last))
 results['dwconv'] = dw
+# the stem kernel (conv + ReLU6) against conv2d: NCHW and channels-last inputs, odd sizes,
+# COUT not a power of two, a 5x5 stride-1 conv, fp16 out of an fp32 input (Triton's
+# interpreter gets bf16 dots wrong: bf16 is checked on the GPU)
+stem = {}
+for cout, h, w, k, stride, channels_last, dtype in [
+        (32, 17, 20, 3, 2, True, 'float32'), (24, 9, 7, 3, 2, False, 'float32'),
+        (16, 8, 8, 5, 1, True, 'float32'), (32, 11, 6, 3, 2, False, 'float16')]:
+    torch.manual_seed(cout + h)
+    x = torch.randn(2, 3, h, w)
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    weight, bias = torch.randn(cout, 3, k, k), torch.randn(cout)
+    ref = torch.nn.functional.conv2d(x.to(getattr(torch, dtype)).float(), weight, bias, stride,
+                                     k // 2).clamp(0, 6)
+    out = vmisa_triton.stem_conv(x, vmisa_triton.stem_table(weight), bias, k, stride,
+                                 getattr(torch, dtype))
+    stem[f'{cout}/{h}x{w}/k{k}s{stride}/{channels_last}/{dtype}'] = dict(
+        diff=(out.float() - ref).abs().max().item(), shape=list(out.shape), ref=list(ref.shape),
+        dtype=str(out.dtype).split('.')[-1],
+        channels_last=out.is_contiguous(memory_format=torch.channels_last))
+results['stem'] = stem
+# a whole fused VMINet-Ti: the stem kernel, the depthwise kernel and both pairs
+from mmvminet.models import VMINet
+torch.manual_seed(0)
+model = VMINet('ti', out_indices=(0, 1, 2, 3)).eval()
+x = torch.randn(1, 3, 64, 48)
+with torch.no_grad():
+    ref = model(x)
+    out = model.fuse(triton=True)(x)
+results['model'] = [(a - b).abs().max().item() / max(1.0, a.abs().max().item())
+                    for a, b in zip(ref, out)]
 # the recurrent form and grad mode (no autograd for the kernels): the PyTorch path
 before = len(calls)
 blk = block(24, 'banded', 'recurrent')
@@ -126,6 +170,53 @@ def test_interpreted_kernels_match_pytorch(interpreted, kind):
         assert case['dwconv'] == 1, name
         assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
         assert case['shape'] == [2, int(channels)] + [int(v) for v in hw.split('x')]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_interpreted_gemm_pair_at_other_tiles(interpreted):
+    assert len(interpreted['gemm_tiles']) == 2
+    for blocks, diff in interpreted['gemm_tiles'].items():
+        assert diff < 1e-5 * max(1.0, interpreted['gemm_scale']), blocks
+
+
+def test_gemm_blocks_pass2_columns():
+    # all of C in one program where BLOCK_M * C <= 64 * 384, else the widest part that fits
+    assert vmisa_triton.gemm_blocks(192, 384, 196)[1][:2] == (64, 192)
+    assert vmisa_triton.gemm_blocks(384, 768, 49)[1][:2] == (64, 384)
+    assert vmisa_triton.gemm_blocks(768, 1536, 49)[1][:2] == (64, 384)
+    assert vmisa_triton.gemm_blocks(112, 224, 12)[1][:2] == (16, 112)
+    assert vmisa_triton.gemm_blocks(104, 208, 12) is None
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_interpreted_stem_conv_matches_conv2d(interpreted):
+    cases = interpreted['stem']
+    assert len(cases) == 4
+    for name, case in cases.items():
+        dtype = name.split('/')[-1]
+        # fp16: one rounding of the fp32 sum (half an ulp; the interpreter truncates: one ulp)
+        assert case['diff'] < (1e-5 if dtype == 'float32' else 6 * 2**-10), (name, case)
+        assert case['shape'] == case['ref'] and case['dtype'] == dtype, (name, case)
+        assert case['channels_last'], name
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_interpreted_fused_model_matches(interpreted):
+    assert len(interpreted['model']) == 4
+    assert max(interpreted['model']) < 1e-5, interpreted['model']
+
+
+def test_stem_conv_rejects_other_tables():
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ValueError, match=r'stem_table of a \(32, 3, K, K\) weight .* got a '
+                                         r'\(32, 3, 3, 3\) table'):
+        vmisa_triton.stem_conv(x, torch.randn(32, 3, 3, 3), torch.randn(32), 3, 2, x.dtype)
+    table = vmisa_triton.stem_table(torch.randn(32, 3, 3, 3))
+    assert table.shape == (32, 32)
+    with pytest.raises(ValueError, match='odd K = 4'):
+        vmisa_triton.stem_conv(x, table, torch.randn(32), 4, 2, x.dtype)
+    with pytest.raises(ValueError, match=r'\(48, 3, K, K\)'):  # the table of another COUT
+        vmisa_triton.stem_conv(x, table, torch.randn(48), 3, 2, x.dtype)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
@@ -226,6 +317,40 @@ def test_gpu_depthwise_kernels_match_conv2d(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_stem_kernel_matches_conv2d(dtype):
+    # an fp32 batch read as is (channels-last and NCHW), output in dtype; a detection-like size
+    for b, h, w, channels_last in [(8, 224, 224, True), (2, 800, 1216, False), (2, 37, 19, True)]:
+        torch.manual_seed(h)
+        x = torch.randn(b, 3, h, w, device='cuda')
+        x = x.to(memory_format=torch.channels_last) if channels_last else x
+        weight, bias = torch.randn(32, 3, 3, 3, device='cuda'), torch.randn(32, device='cuda')
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # an fp32 reference
+            ref = torch.nn.functional.conv2d(x.to(dtype).float(), weight.to(dtype).float(),
+                                             bias, 2, 1).clamp(0, 6)
+        out = vmisa_triton.stem_conv(x, vmisa_triton.stem_table(weight), bias, 3, 2, dtype)
+        assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+        rel = {torch.float32: 1e-5, torch.float16: 2**-11, torch.bfloat16: 2**-8}[dtype]
+        assert (out.float() - ref).abs().max().item() <= rel * 6 + 1e-5, (h, w)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_gpu_torch_compile_traces_the_model_under_autocast():
+    torch.manual_seed(0)
+    model = VMINet('xs', out_indices=(0, 1, 2, 3)).cuda().eval().fuse(triton=True)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 224, 224, device='cuda').to(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast('cuda', torch.bfloat16):
+        eager = model(x)
+        compiled = torch.compile(model, fullgraph=True, dynamic=False)(x)
+    for a, b in zip(eager, compiled):
+        assert b.dtype == torch.bfloat16
+        assert (a.float() - b.float()).abs().max().item() < 2e-2 * a.float().abs().max().item()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_gpu_torch_compile_traces_the_kernels():
     torch.manual_seed(0)
     block = VMISA(48, 2, (28, 28), 'lower_triangular').cuda().eval()  # both kernels run
@@ -269,6 +394,12 @@ def test_gpu_tuning_sweeps_the_kernels(tmp_path):
         if row.get('max_abs_diff') is not None:
             assert row['max_abs_diff'] < 0.1, row  # bf16
     assert any(r['kind'] == 'fused' and r['config'] == 'default' for r in rows)
+    stem = result['stem']
+    assert {r['impl'] for r in stem} == {'cudnn_channels_last', 'cudnn_nchw', 'triton'}
+    assert any(r['config'] == 'default' for r in stem if r['impl'] == 'triton')
+    for row in stem:
+        if row.get('max_abs_diff') is not None:
+            assert row['max_abs_diff'] < 0.05, row  # bf16 of values in [0, 6]
     assert json.loads(out.read_text())['stages'][0]['channels'] == 24
 
 

@@ -333,6 +333,7 @@ class VMINet(BaseModule):
 
         self.stem = nn.Sequential(
             ConvNorm(3, stem_channels, 3, stride=2, norm_cfg=norm_cfg), nn.ReLU6(inplace=True))
+        self.stem_triton = False  # set by fuse(triton=True)
         drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         kinds = block_mask_kinds(mask_kind, depths)
         self.stages = nn.ModuleList()
@@ -414,25 +415,43 @@ class VMINet(BaseModule):
 
     def fuse(self, triton: bool = False):
         """Inference only: fold every stem/downsample/depthwise BatchNorm into its conv and
-        merge each block's Q and K projections; triton=True also runs the depthwise convs and
-        everything after them in Triton kernels (CUDA, under torch.no_grad or inference_mode;
-        the kernels after the convs: matrix form, C <= 64 or a multiple of 16, which every
-        variant's widths are; elsewhere the PyTorch path runs). Outputs stay equal up to float
-        rounding; the fused model has other state-dict keys and is not for training or
-        saving."""
+        merge each block's Q and K projections; triton=True also runs the stem (conv + ReLU6),
+        the depthwise convs and everything after them in Triton kernels (CUDA, under
+        torch.no_grad or inference_mode; the kernels after the convs: matrix form, C <= 64 or
+        a multiple of 16, which every variant's widths are; elsewhere the PyTorch path runs).
+        Outputs stay equal up to float rounding; the fused model has other state-dict keys and
+        is not for training or saving."""
         for m in list(self.modules()):  # fuse() replaces children: iterate over a copy
             if isinstance(m, VMISA):
                 m.fuse(triton)
             elif isinstance(m, ConvNorm):
                 m.fuse()
+        # the stem's conv and ReLU6 in one kernel (cuDNN's 3-channel conv is slow), where the
+        # norm was folded
+        self.stem_triton = triton and isinstance(self.stem[0].norm, nn.Identity)
+        if self.stem_triton:
+            self.register_buffer('stem_table', vmisa_triton.stem_table(self.stem[0].conv.weight),
+                                 persistent=False)
         return self
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem: (B, 3, H, W) -> (B, stem_channels, ceil(H/2), ceil(W/2))."""
+        if (self.stem_triton and not torch.is_grad_enabled()
+                and vmisa_triton.stem_available(x)):
+            device = x.device.type
+            dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
+                     else x.dtype)
+            conv = self.stem[0].conv
+            return vmisa_triton.stem_conv(x, self.stem_table, conv.bias, conv.kernel_size[0],
+                                          conv.stride[0], dtype)
+        return self.stem(x)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         h, w = x.shape[-2:]
         if h < self.min_input_size or w < self.min_input_size:
             raise ValueError(f'VMINet needs inputs of at least {self.min_input_size}x'
                              f'{self.min_input_size} (its total stride), got {h}x{w}')
-        x = self.stem(x)
+        x = self.forward_stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)

@@ -1,5 +1,6 @@
 """Inference kernels for VMI-SA (Eq. 4 and 10) in Triton: the block after its depthwise conv
-as a fused pair or a GEMM pair of kernels, and the depthwise conv itself.
+as a fused pair or a GEMM pair of kernels, the depthwise conv itself, and the network's stem
+(conv + ReLU6; cuDNN runs a 3-channel conv with a slow generic kernel).
 
 After the depthwise conv, the eager block runs ~10 memory-bound ops over (B, D, H, W) tensors
 (Q, K, ReLU6, Q*K, the masked weighted sum, the expand, ReLU6, ...): N (5 C + 18 D) elements of
@@ -20,7 +21,8 @@ GEMM over the batch's B*L tokens with the element-wise work in its prologue or e
 
     pass 1  (_qk_gemm_kernel):        A = ReLU6(W1 u) * (W2 u) and per tile and image the
                                       partial context; _context_combine_kernel sums them
-    pass 2  (_output_gemm_kernel):    out = x + W3 ReLU6(w_ctx c + w_loc A) + b3
+    pass 2  (_output_gemm_kernel):    out = x + W3 ReLU6(w_ctx c + w_loc A) + b3, a program
+                                      taking all of C so that the prologue runs once per token
 
 Inference only (no autograd); the matrix form only (the recurrent form's scan stays in
 PyTorch). The depthwise kernel (_dwconv_kernel) streams down the rows of a strip of the map:
@@ -29,9 +31,9 @@ VMINet-XS map.
 The split between the pairs and all tile sizes come from tools/analysis/tune_vmisa_kernels.py
 (docs/benchmarks.md).
 
-``vmisa_context_output`` and ``depthwise_conv`` are registered as the custom ops
-``mmvminet::vmisa_fused`` and ``mmvminet::depthwise_conv`` so that torch.compile traces through
-them. Without Triton (CPU, CI) ``available()`` is False and the model keeps its PyTorch path;
+``vmisa_context_output``, ``depthwise_conv`` and ``stem_conv`` are registered as the custom
+ops ``mmvminet::vmisa_fused``, ``mmvminet::depthwise_conv`` and ``mmvminet::stem_conv`` so that
+torch.compile traces through them. Without Triton (CPU, CI) ``available()`` is False and the model keeps its PyTorch path;
 with TRITON_INTERPRET=1 the kernels run on the CPU (tests).
 """
 import os
@@ -72,6 +74,11 @@ def available(x: torch.Tensor, mask_kind: str, form: str, hidden: int) -> bool:
 
 def dwconv_available(x: torch.Tensor) -> bool:
     """Whether the depthwise-conv kernels run on x (B, C, H, W)."""
+    return _runs_on(x)
+
+
+def stem_available(x: torch.Tensor) -> bool:
+    """Whether the stem kernel runs on x (B, CIN, H, W)."""
     return _runs_on(x)
 
 
@@ -215,24 +222,28 @@ if triton is not None:
     def _output_gemm_kernel(a_ptr, x_ptr, out_ptr, ctx_ptr, w3_ptr, b3_ptr, w_ctx_ptr,
                             w_loc_ptr, M, L, images, C: tl.constexpr, D: tl.constexpr,
                             SEGMENTS: tl.constexpr, BLOCK_M: tl.constexpr,
-                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
-                            PRECISION: tl.constexpr):
+                            BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_K: tl.constexpr,
+                            STAGES: tl.constexpr, PRECISION: tl.constexpr):
         """GEMM pair, pass 2: a GEMM with the element-wise work as its prologue and the
         residual as its epilogue. For BLOCK_M tokens x BLOCK_N channels of C:
         out = x + ReLU6(w_ctx c_g + w_loc A) W3^T + b3 (Eq. 10), c_g the context of each row's
-        image (one of the tile's first SEGMENTS). Needs BLOCK_K | D, BLOCK_N | C."""
+        image (one of the tile's first SEGMENTS). The BLOCK_N columns are BLOCK_N // CHUNK
+        accumulators of CHUNK (a power of two) that share each prologue tile Y: with all of C in
+        one program, Y is computed once per token instead of once per CHUNK columns. Needs
+        BLOCK_K | D, CHUNK | BLOCK_N | C."""
         pid = tl.program_id(0)
         N_TILES: tl.constexpr = C // BLOCK_N
+        CHUNKS: tl.constexpr = BLOCK_N // CHUNK
         tile = pid // N_TILES
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        n = (pid % N_TILES) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n0 = (pid % N_TILES) * BLOCK_N
         row_ok = rows < M
         image = rows // L
         first = (tile * BLOCK_M) // L
         a_rows = a_ptr + rows.to(tl.int64)[:, None] * D
         w_ctx = tl.load(w_ctx_ptr).to(tl.float32)
         w_loc = tl.load(w_loc_ptr).to(tl.float32)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc = (tl.zeros((BLOCK_M, CHUNK), dtype=tl.float32), ) * CHUNKS
         for k0 in tl.range(0, D, BLOCK_K, num_stages=STAGES):
             d = k0 + tl.arange(0, BLOCK_K)
             a = tl.load(a_rows + d[None, :], mask=row_ok[:, None], other=0.).to(tl.float32)
@@ -242,12 +253,19 @@ if triton is not None:
                 c_s = tl.load(ctx_ptr + (first + s) * D + d, mask=first + s < images, other=0.)
                 ctx = tl.where((image == first + s)[:, None], c_s[None, :], ctx)
             y = tl.minimum(tl.maximum(w_ctx * ctx + w_loc * a, 0.), 6.)
-            w3 = tl.load(w3_ptr + n[None, :] * D + d[:, None])  # (BLOCK_K, BLOCK_N) of W3^T
-            acc = tl.dot(y.to(a_ptr.dtype.element_ty), w3, acc, input_precision=PRECISION)
-        offsets = rows.to(tl.int64)[:, None] * C + n[None, :]
-        x = tl.load(x_ptr + offsets, mask=row_ok[:, None], other=0.).to(tl.float32)
-        out = x + acc + tl.load(b3_ptr + n).to(tl.float32)[None, :]
-        tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+            y = y.to(a_ptr.dtype.element_ty)
+            summed = ()
+            for j in tl.static_range(CHUNKS):
+                n = n0 + j * CHUNK + tl.arange(0, CHUNK)
+                w3 = tl.load(w3_ptr + n[None, :] * D + d[:, None])  # (BLOCK_K, CHUNK) of W3^T
+                summed += (tl.dot(y, w3, acc[j], input_precision=PRECISION), )
+            acc = summed
+        for j in tl.static_range(CHUNKS):
+            n = n0 + j * CHUNK + tl.arange(0, CHUNK)
+            offsets = rows.to(tl.int64)[:, None] * C + n[None, :]
+            x = tl.load(x_ptr + offsets, mask=row_ok[:, None], other=0.).to(tl.float32)
+            out = x + acc[j] + tl.load(b3_ptr + n).to(tl.float32)[None, :]
+            tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
     @triton.jit
     def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W: tl.constexpr, C: tl.constexpr,
@@ -304,6 +322,37 @@ if triton is not None:
                      & c_ok[None, :])
 
 
+    @triton.jit
+    def _stem_conv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, OH, OW, stride_b, stride_c,
+                          stride_h, stride_w, CIN: tl.constexpr, COUT: tl.constexpr,
+                          COUT_P: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr,
+                          TAPS: tl.constexpr, BLOCK_P: tl.constexpr, PRECISION: tl.constexpr):
+        """out[b, p, :] = ReLU6(bias + sum_t w[t, :] x[b, tap t of output pixel p]) for the
+        stem's conv (CIN -> COUT, K x K, STRIDE, zero padding K // 2) on BLOCK_P output pixels
+        of image b: an im2col tile (BLOCK_P, TAPS) gathered from x at any strides (NCHW or
+        channels-last, any float dtype, cast to w's), times the (TAPS, COUT_P) table w (rows
+        t = (ci, i, j), zero past CIN*K*K) on the tensor cores. out: (B, OH*OW, COUT)."""
+        b = tl.program_id(1).to(tl.int64)
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        oh = p // OW
+        ow = p - oh * OW
+        t = tl.arange(0, TAPS)
+        ci, i, j = t // (K * K), (t // K) % K, t % K
+        ih = oh[:, None] * STRIDE + i[None, :] - K // 2
+        iw = ow[:, None] * STRIDE + j[None, :] - K // 2
+        ok = ((p < OH * OW)[:, None] & (t < CIN * K * K)[None, :] & (ih >= 0) & (ih < H)
+              & (iw >= 0) & (iw < W))
+        patch = tl.load(x_ptr + b * stride_b + ci[None, :] * stride_c + ih * stride_h
+                        + iw * stride_w, mask=ok, other=0.)
+        co = tl.arange(0, COUT_P)
+        w = tl.load(w_ptr + t[:, None] * COUT_P + co[None, :])
+        acc = tl.dot(patch.to(w.dtype), w, input_precision=PRECISION)
+        acc += tl.load(b_ptr + co, mask=co < COUT, other=0.).to(tl.float32)[None, :]
+        out = tl.minimum(tl.maximum(acc, 0.), 6.)
+        tl.store(out_ptr + (b * OH * OW + p)[:, None] * COUT + co[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=(p < OH * OW)[:, None] & (co < COUT)[None, :])
+
+
 def _launch(kernel, grid, *args, wrap=True, **meta):
     """Launch through torch.library.wrap_triton so that torch.compile can trace the call (the
     custom ops launch directly in eager mode). wrap=False: a direct launch, for calls outside
@@ -355,19 +404,29 @@ def _pow2_divisor(n: int, cap: int = 64) -> int:
     return min(n & -n, cap)
 
 
+def _tokens_per_tile(num_tokens: int, most: int) -> int:
+    """BLOCK_M: most tokens, halved on small maps so that a tile of tokens spans at most 3
+    images (the per-image sums and selects are unrolled)."""
+    block_m = most
+    while block_m > 16 and (block_m - 1) // num_tokens + 2 > 3:
+        block_m //= 2
+    return block_m
+
+
 def gemm_blocks(channels: int, hidden: int, num_tokens: int):
     """The GEMM pair's tiles for C channels, D hidden, L tokens per image, or None where
     tl.dot cannot tile them (C or D not a multiple of 16): per pass (BLOCK_M, BLOCK_N,
-    BLOCK_K, warps, stages). BLOCK_M halves on small maps so that a tile of tokens spans at
-    most 3 images (the epilogue's per-image sums are unrolled)."""
+    BLOCK_K, warps, stages). Pass 2 takes all of C per program where its accumulators fit
+    (BLOCK_M * BLOCK_N <= 64 * 384, fp32), else the widest multiple of 16 dividing C that fits
+    (H200, VMINet-XS stages 1-3: tune_stem_gemm_h200.json)."""
     if _pow2_divisor(channels) < 16 or _pow2_divisor(hidden) < 16:
         return None
-    block_m = 128
-    while block_m > 16 and (block_m - 1) // num_tokens + 2 > 3:
-        block_m //= 2
-    block_k = 32 if block_m == 128 else 64
-    return ((block_m, _pow2_divisor(hidden), _pow2_divisor(channels, block_k), 4, 2),
-            (block_m, _pow2_divisor(channels, 128), _pow2_divisor(hidden, block_k), 4, 3))
+    m1, m2 = _tokens_per_tile(num_tokens, 128), _tokens_per_tile(num_tokens, 64)
+    n2 = next(channels // g for g in range(1, channels // 16 + 1)
+              if channels % g == 0 and (channels // g) % 16 == 0
+              and m2 * (channels // g) <= 64 * 384)
+    return ((m1, _pow2_divisor(hidden), _pow2_divisor(channels, 32 if m1 == 128 else 64), 4, 2),
+            (m2, n2, _pow2_divisor(hidden, 32), 4, 3))
 
 
 def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias,
@@ -380,7 +439,7 @@ def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, 
     num_tokens, hidden = h * w, qk_bias.numel() // 2
     rows = b * num_tokens
     (m1, n1, k1, warps1, stages1), (m2, n2, k2, warps2, stages2) = blocks
-    if hidden % n1 or c % k1 or c % n2 or hidden % k2:
+    if hidden % n1 or c % k1 or c % n2 or n2 % 16 or hidden % k2:
         raise ValueError(f'GEMM tiles {blocks} do not divide C = {c}, D = {hidden}')
     precision = 'ieee' if u.dtype == torch.float32 else 'tf32'
     u = u.permute(0, 2, 3, 1).contiguous()  # (B, H*W, C) memory: the (M, C) matrix
@@ -399,8 +458,8 @@ def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, 
     out = torch.empty_like(x)
     _launch(_output_gemm_kernel, (triton.cdiv(rows, m2) * (c // n2), ), a, x, out, context,
             out_weight, out_bias, w_ctx, w_loc, rows, num_tokens, b, C=c, D=hidden,
-            SEGMENTS=(m2 - 1) // num_tokens + 2, BLOCK_M=m2, BLOCK_N=n2, BLOCK_K=k2,
-            STAGES=stages2, PRECISION=precision, num_warps=warps2, wrap=wrap)
+            SEGMENTS=(m2 - 1) // num_tokens + 2, BLOCK_M=m2, BLOCK_N=n2, CHUNK=_pow2_divisor(n2),
+            BLOCK_K=k2, STAGES=stages2, PRECISION=precision, num_warps=warps2, wrap=wrap)
     return out.permute(0, 3, 1, 2)
 
 
@@ -510,3 +569,67 @@ def depthwise_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> t
                          f'K) weight, odd K) for C = {x.shape[1]}, got {tuple(taps.shape)}')
     args = (x, taps.contiguous(), bias.contiguous())
     return (_depthwise_conv if INTERPRET else _depthwise_conv_op)(*args)
+
+
+def _pow2_at_least(n: int) -> int:
+    """The smallest power of two >= max(n, 16) (tl.dot's least side)."""
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def stem_table(weight: torch.Tensor) -> torch.Tensor:
+    """A conv weight (COUT, CIN, K, K) as the stem kernel's (TAPS, COUT_P) fp32 table: row
+    t = (ci, i, j), zero rows up to TAPS and zero columns up to COUT_P (powers of two >= 16)."""
+    cout = weight.shape[0]
+    rows = weight.detach().reshape(cout, -1).t().float()
+    table = rows.new_zeros(_pow2_at_least(rows.shape[0]), _pow2_at_least(cout))
+    table[:rows.shape[0], :cout] = rows
+    return table
+
+
+# BLOCK_P output pixels per program and warps (H200, VMINet's 3 -> 32 stem at 224 px, batch 256,
+# bf16: tune_stem_gemm_h200.json)
+STEM_TILE = (128, 2)
+
+
+def _stem_conv(x: torch.Tensor, table: torch.Tensor, bias: torch.Tensor, kernel_size: int,
+               stride: int, dtype: torch.dtype) -> torch.Tensor:
+    return _stem_conv_impl(x, table, bias, kernel_size, stride, dtype, STEM_TILE)
+
+
+def _stem_conv_impl(x, table, bias, kernel_size, stride, dtype, tile, wrap=True):
+    """The stem kernel with tile = (BLOCK_P, warps); wrap: see ``_launch``."""
+    b, cin, h, w = x.shape
+    cout, (block_p, warps) = bias.numel(), tile
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1  # padding K // 2, odd K
+    out = torch.empty(b, oh, ow, cout, device=x.device, dtype=dtype)
+    _launch(_stem_conv_kernel, (triton.cdiv(oh * ow, block_p), b), x, table.to(dtype), bias, out,
+            h, w, oh, ow, *x.stride(), CIN=cin, COUT=cout, COUT_P=table.shape[1], K=kernel_size,
+            STRIDE=stride, TAPS=table.shape[0], BLOCK_P=block_p,
+            PRECISION='ieee' if dtype == torch.float32 else 'tf32', num_warps=warps, wrap=wrap)
+    return out.permute(0, 3, 1, 2)
+
+
+if triton is not None and hasattr(torch.library, 'triton_op'):
+    _stem_conv_op = torch.library.triton_op('mmvminet::stem_conv', mutates_args=())(_stem_conv)
+else:
+    _stem_conv_op = _stem_conv
+
+
+def stem_conv(x: torch.Tensor, table: torch.Tensor, bias: torch.Tensor, kernel_size: int,
+              stride: int, dtype: torch.dtype) -> torch.Tensor:
+    """ReLU6(F.conv2d(x, weight, bias, stride, padding=K // 2)) in the Triton kernel, for a
+    conv with few input channels (the stem's 3), where cuDNN falls back to a slow kernel.
+
+    x (B, CIN, H, W), any strides and float dtype (read as is: no cast or layout copy first);
+    table (TAPS, COUT_P) = ``stem_table(weight)`` of a (COUT, CIN, K, K) weight, odd K;
+    bias (COUT,). Returns (B, COUT, ceil(H / stride), ceil(W / stride)) in dtype (the autocast
+    dtype under autocast), channels-last; the products in dtype, summed in fp32.
+    """
+    taps = x.shape[1] * kernel_size**2
+    if (kernel_size % 2 == 0 or table.dim() != 2 or table.shape[0] != _pow2_at_least(taps)
+            or table.shape[1] != _pow2_at_least(bias.numel())):
+        raise ValueError(f'stem_conv needs stem_table of a ({bias.numel()}, {x.shape[1]}, K, K) '
+                         f'weight with odd K = {kernel_size}, got a {tuple(table.shape)} table')
+    args = (x, table.contiguous(), bias.contiguous(), kernel_size, stride, dtype)
+    return (_stem_conv if INTERPRET else _stem_conv_op)(*args)
+

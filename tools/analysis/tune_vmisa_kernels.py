@@ -1,9 +1,13 @@
 """Sweep the tile sizes of the Triton kernels (vmisa_triton.py) on each stage's map, on the GPU.
 
     python tools/analysis/tune_vmisa_kernels.py [--arch xs] [--batch 256] [--img-size 224]
-        [--dtype bf16] [--stages 0,1,2,3] [--what dwconv,fused,gemm] [--out tune.json]
+        [--dtype bf16] [--stages 0,1,2,3] [--what stem,dwconv,fused,gemm] [--out tune.json]
 
-For each stage of the arch (the map of benchmark_vmisa.py's block), times
+Times
+  stem        the stem's conv + ReLU6 on a channels-last fp32 batch under autocast: cuDNN
+              (NHWC, NCHW) and the Triton kernel at every (BLOCK_P, warps) of a grid and at its
+              default (``STEM_TILE``);
+and for each stage of the arch (the map of benchmark_vmisa.py's block)
   dwconv      the depthwise 7x7 conv (BN folded) as cuDNN channels-last (cudnn.benchmark on),
               cuDNN on contiguous NCHW, PyTorch's own kernel (cuDNN off) in both layouts, and
               the Triton kernel at every (ROWS, BLOCK_W, BLOCK_C, warps) of a grid and at its
@@ -11,12 +15,14 @@ For each stage of the arch (the map of benchmark_vmisa.py's block), times
   fused       the two fused VMI-SA kernels after the depthwise conv at every
               (BLOCK_T, CP, BLOCK_D, warps) of a grid;
   gemm        the GEMM pair after the depthwise conv: pass 1's (BLOCK_M, BLOCK_N, BLOCK_K,
-              warps, stages) over a grid with pass 2 at its default, then pass 2's.
+              warps, stages) over a grid with pass 2 at its default, then pass 2's (its BLOCK_N:
+              the columns of C per program, all of C or a part).
 Each row has its median GPU time (CUDA events around the replay of a CUDA graph of the calls:
-no Python launch overhead), its bandwidth for the dwconv (2 N C elements moved) and its max abs
-difference to the PyTorch path. The winners are what ``dwconv_config``, ``_blocks`` and
-``gemm_blocks`` in vmisa_triton.py return; the JSON is written after every stage. Each tile is
-a fresh Triton build (~seconds): a stage's tiles past its share of --max-seconds are skipped.
+no Python launch overhead), its bandwidth for the stem and the dwconv (input + output bytes)
+and its max abs difference to the PyTorch path. The winners are what ``STEM_TILE``,
+``dwconv_config``, ``_blocks`` and ``gemm_blocks`` in vmisa_triton.py return; the JSON is
+written after the stem and every stage. Each tile is a fresh Triton build (~seconds): tiles
+past the stem's or a stage's share of --max-seconds are skipped.
 """
 import argparse
 import itertools
@@ -31,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mmvminet.models import vmisa_triton  # noqa: E402
-from tools.analysis.benchmark import environment, seconds_per_call, write_json  # noqa: E402
+from mmvminet.models import VMINet, vmisa_triton  # noqa: E402
+from tools.analysis.benchmark import (DTYPES, environment, seconds_per_call,  # noqa: E402
+                                      write_json)
 from tools.analysis.benchmark_vmisa import (add_block_arguments, copy_bandwidth,  # noqa: E402
                                             stage_input)
 
@@ -103,6 +110,42 @@ def dwconv_rows(block, x, args):
     return rows
 
 
+def stem_rows(args):
+    """The stem's conv + ReLU6 (BN folded) on a channels-last fp32 batch, as the benchmark feeds
+    it: cuDNN under autocast (NHWC and NCHW) and the Triton kernel, which reads the fp32 input
+    itself, at every (BLOCK_P, warps) of a grid and at its default."""
+    model = VMINet(args.arch).eval()
+    model.stem[0].fuse()
+    conv = model.stem[0].conv.to('cuda')
+    dtype = DTYPES[args.dtype]
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size, device='cuda')
+    x = x.contiguous(memory_format=torch.channels_last)
+    table = vmisa_triton.stem_table(conv.weight)
+    k, stride = conv.kernel_size[0], conv.stride[0]
+    rows = []
+    with torch.inference_mode(), torch.autocast('cuda', dtype):
+        reference = F.relu6(conv(x))
+        x_nchw = x.contiguous()
+        for name, inp in (('cudnn_channels_last', x), ('cudnn_nchw', x_nchw)):
+            rows.append(dict(kind='stem', impl=name, us=gpu_seconds_per_call(
+                lambda: F.relu6(conv(inp)), args) * 1e6))
+        for tile in itertools.product((32, 64, 128, 256), (1, 2, 4, 8)):
+            if time.monotonic() > args.deadline:
+                break
+            out = vmisa_triton._stem_conv_impl(x, table, conv.bias, k, stride, dtype, tile,
+                                               wrap=False)
+            us = gpu_seconds_per_call(lambda: vmisa_triton._stem_conv_impl(
+                x, table, conv.bias, k, stride, dtype, tile, wrap=False), args) * 1e6
+            rows.append(dict(kind='stem', impl='triton', config=list(tile), us=us,
+                             max_abs_diff=(out.float() - reference.float()).abs().max().item()))
+        rows.append(dict(kind='stem', impl='triton', config='default', us=gpu_seconds_per_call(
+            lambda: vmisa_triton.stem_conv(x, table, conv.bias, k, stride, dtype), args) * 1e6))
+    moved = x.numel() * x.element_size() + reference.numel() * reference.element_size()
+    for row in rows:
+        row['gbs'] = moved / row['us'] / 1e3
+    return rows
+
+
 def tile_row(block, x, u, reference, blocks, args, **fields) -> dict:
     """One row of a tile sweep of the kernels after the depthwise conv: their GPU time at
     tiles ``blocks`` and the max abs difference to the PyTorch path, or the error (e.g. out
@@ -145,30 +188,45 @@ def gemm_rows(block, x, u, reference, args):
                              config=[list(p) for p in blocks]))
         return rows[-1].get('us', float('inf'))
 
-    def tiles(n_dim, k_dim):
+    def tiles(columns, k_dim):
         return [(m, n, k, warps, stages) for m in pow2_caps((64, 128), max(16, h * w))
-                for n in (32, 64, 128) if n_dim % n == 0
+                for n in columns if m * n <= 128 * 384
                 for k in (32, 64) if k_dim % k == 0
                 for warps, stages in ((4, 2), (4, 3), (8, 3))]
 
+    # pass 2's programs take BLOCK_N columns in CHUNK-wide accumulators: all of C, or a part
+    pass2_columns = sorted({n for n in (c, c // 2, c // 3, 64, 128) if n % 16 == 0 and c % n == 0})
     halfway = time.monotonic() + (args.deadline - time.monotonic()) / 2
     best = (timed(default, 'default'), default[0])
-    for first in tiles(hidden, c):
+    for first in tiles([n for n in (32, 64, 128) if hidden % n == 0], c):
         if time.monotonic() > halfway:
             break
         best = min(best, (timed((first, default[1]), 'pass1'), first))
-    for second in tiles(c, hidden):
+    for second in tiles(pass2_columns, hidden):
         if time.monotonic() > args.deadline:
             break
         timed((best[1], second), 'pass2')
     return rows
 
 
+def print_rows(title, rows, kinds):
+    """The 6 fastest rows of each kind, then the baselines and the defaults."""
+    print(title)
+    for kind in kinds:
+        timed = sorted((r for r in rows if r['kind'] == kind and 'us' in r),
+                       key=lambda r: r['us'])
+        for r in timed[:6] + [r for r in timed[6:] if r.get('impl', 'triton') != 'triton'
+                              or str(r.get('config')).startswith('default')]:
+            extra = f"{r['gbs']:.0f} GB/s" if 'gbs' in r else ''
+            print(f"  {kind:6s} {r.get('impl', ''):22s} {str(r.get('config', '')):22s} "
+                  f"{r['us']:8.1f} us {extra} diff {r.get('max_abs_diff', 0):.3g}", flush=True)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_block_arguments(parser)
     parser.add_argument('--stages', default='0,1,2,3')
-    parser.add_argument('--what', default='dwconv,fused,gemm')
+    parser.add_argument('--what', default='stem,dwconv,fused,gemm')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--repeats', type=int, default=3)
@@ -187,8 +245,14 @@ def main(argv=None):
     result = dict(env=environment(args), copy_bandwidth_tbs=copy_bandwidth(args) / 1e12,
                   stages=[])
     stages = [int(s) for s in args.stages.split(',')]
+    parts = len(stages) + ('stem' in args.what)  # --max-seconds shared out
+    if 'stem' in args.what:
+        args.deadline = time.monotonic() + args.max_seconds / parts
+        result['stem'] = stem_rows(args)
+        print_rows('stem', result['stem'], ('stem', ))
+        write_json(args.out, result)
     for stage in stages:
-        args.deadline = time.monotonic() + args.max_seconds / len(stages)
+        args.deadline = time.monotonic() + args.max_seconds / parts
         block, x = stage_input(stage, args)
         channels, size = x.shape[1], x.shape[2]
         rows = []
@@ -201,16 +265,8 @@ def main(argv=None):
             if 'gemm' in args.what:
                 rows += gemm_rows(block, x, u, reference, args)
         result['stages'].append(dict(stage=stage, channels=channels, map=[size, size], rows=rows))
-        print(f'stage {stage}: C={channels}, {size}x{size}')
-        for kind in ('dwconv', 'fused', 'gemm'):
-            timed = sorted((r for r in rows if r['kind'] == kind and 'us' in r),
-                           key=lambda r: r['us'])
-            for r in timed[:6] + [r for r in timed[6:] if r.get('impl', 'triton') != 'triton'
-                                  or str(r.get('config')).startswith('default')]:
-                extra = f"{r['gbs']:.0f} GB/s" if 'gbs' in r else ''
-                print(f"  {kind:6s} {r.get('impl', ''):22s} {str(r.get('config', '')):22s} "
-                      f"{r['us']:8.1f} us {extra} diff {r.get('max_abs_diff', 0):.3g}",
-                      flush=True)
+        print_rows(f'stage {stage}: C={channels}, {size}x{size}', rows,
+                   ('dwconv', 'fused', 'gemm'))
         write_json(args.out, result)
     return result
 

@@ -20,7 +20,8 @@ Wider blocks, the GEMM pair: A = Q*K is stored once (traffic N C + 2 N D + 2 N C
 GEMM over the batch's B*L tokens with the element-wise work in its prologue or epilogue:
 
     pass 1  (_qk_gemm_kernel):        A = ReLU6(W1 u) * (W2 u) and per tile and image the
-                                      partial context; _context_combine_kernel sums them
+                                      partial context (a dot); _context_combine_kernel sums
+                                      them
     pass 2  (_output_gemm_kernel):    out = x + W3 ReLU6(w_ctx c + w_loc A) + b3, a program
                                       taking all of C so that the prologue runs once per token
 
@@ -163,13 +164,15 @@ if triton is not None:
     @triton.jit
     def _qk_gemm_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, a_ptr, partial_ptr, M, L, band,
                         C: tl.constexpr, D: tl.constexpr, MASK: tl.constexpr,
-                        SEGMENTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr, STAGES: tl.constexpr, PRECISION: tl.constexpr):
+                        SEGMENTS: tl.constexpr, SEGMENTS_P: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                        STAGES: tl.constexpr, PRECISION: tl.constexpr):
         """GEMM pair, pass 1: a GEMM over the batch's M = B*L tokens (u: (M, C)) with the
         element-wise work in its epilogue. For BLOCK_M tokens x BLOCK_N channels n of D:
         A = ReLU6(u W1^T + b1) * (u W2^T + b2) -> a (M, D) in u's dtype, and per image g the
         tile's rows give sum_t alpha_t M[t, n] A[t, n] -> partial[tile, g - first image, n]
-        (fp32, from the unrounded A; a tile spans at most SEGMENTS images). Needs BLOCK_K | C,
+        (fp32 sums of A as stored, as the PyTorch path sums its Q*K; a tile spans at most
+        SEGMENTS <= SEGMENTS_P images, SEGMENTS_P a power of two >= 16). Needs BLOCK_K | C,
         BLOCK_N | D."""
         pid = tl.program_id(0)
         N_TILES: tl.constexpr = D // BLOCK_N
@@ -189,19 +192,22 @@ if triton is not None:
             acc_k = tl.dot(u, wk, acc_k, input_precision=PRECISION)
         q = acc_q + tl.load(b_ptr + n).to(tl.float32)[None, :]
         k = acc_k + tl.load(b_ptr + D + n).to(tl.float32)[None, :]
-        a = tl.minimum(tl.maximum(q, 0.), 6.) * k
-        tl.store(a_ptr + rows.to(tl.int64)[:, None] * D + n[None, :],
-                 a.to(a_ptr.dtype.element_ty), mask=row_ok[:, None])
+        a = (tl.minimum(tl.maximum(q, 0.), 6.) * k).to(a_ptr.dtype.element_ty)
+        tl.store(a_ptr + rows.to(tl.int64)[:, None] * D + n[None, :], a, mask=row_ok[:, None])
         image = rows // L
         t = rows - image * L
         alpha = tl.load(alpha_ptr + t, mask=row_ok, other=0.).to(tl.float32)
-        weight = tl.where(_mask(t[:, None], n[None, :], band, MASK) & row_ok[:, None],
-                          alpha[:, None], 0.)
-        weighted = a * weight
+        # the per-image sums as one dot on the tensor cores, cheaper than a tl.sum over the
+        # tokens per image: (SEGMENTS_P images x BLOCK_M tokens) of alpha_t where token t is
+        # in that image, times M * A
+        s = tl.arange(0, SEGMENTS_P)
         first = (tile * BLOCK_M) // L
-        for s in tl.static_range(SEGMENTS):
-            part = tl.sum(tl.where((image == first + s)[:, None], weighted, 0.), axis=0)
-            tl.store(partial_ptr + (tile * SEGMENTS + s) * D + n, part)
+        weight = tl.where((image[None, :] == first + s[:, None]) & row_ok[None, :],
+                          alpha[None, :], 0.).to(a.dtype)
+        masked = tl.where(_mask(t[:, None], n[None, :], band, MASK), a, 0.).to(a.dtype)
+        part = tl.dot(weight, masked, input_precision=PRECISION)  # (SEGMENTS_P, BLOCK_N)
+        tl.store(partial_ptr + (tile * SEGMENTS + s[:, None]) * D + n[None, :], part,
+                 mask=s[:, None] < SEGMENTS)
 
     @triton.jit
     def _context_combine_kernel(partial_ptr, ctx_ptr, L, D: tl.constexpr,
@@ -399,16 +405,22 @@ def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight,
     return out.permute(0, 3, 1, 2)
 
 
+def _pow2_at_least(n: int) -> int:
+    """The smallest power of two >= max(n, 16) (tl.dot's least side)."""
+    return max(16, 1 << (n - 1).bit_length())
+
+
 def _pow2_divisor(n: int, cap: int = 64) -> int:
     """The largest power of two dividing n, at most cap."""
     return min(n & -n, cap)
 
 
-def _tokens_per_tile(num_tokens: int, most: int) -> int:
-    """BLOCK_M: most tokens, halved on small maps so that a tile of tokens spans at most 3
-    images (the per-image sums and selects are unrolled)."""
+def _tokens_per_tile(num_tokens: int, most: int, images: int) -> int:
+    """BLOCK_M: most tokens, halved on small maps so that a tile of tokens spans at most
+    ``images`` images (pass 1's per-image sums are a dot of 16 rows; pass 2's per-image
+    selects are unrolled)."""
     block_m = most
-    while block_m > 16 and (block_m - 1) // num_tokens + 2 > 3:
+    while block_m > 16 and (block_m - 1) // num_tokens + 2 > images:
         block_m //= 2
     return block_m
 
@@ -417,16 +429,17 @@ def gemm_blocks(channels: int, hidden: int, num_tokens: int):
     """The GEMM pair's tiles for C channels, D hidden, L tokens per image, or None where
     tl.dot cannot tile them (C or D not a multiple of 16): per pass (BLOCK_M, BLOCK_N,
     BLOCK_K, warps, stages). Pass 2 takes all of C per program where its accumulators fit
-    (BLOCK_M * BLOCK_N <= 64 * 384, fp32), else the widest multiple of 16 dividing C that fits
-    (H200, VMINet-XS stages 1-3: tune_stem_gemm_h200.json)."""
+    (BLOCK_M * BLOCK_N <= 64 * 384, fp32), else the widest multiple of 16 dividing C that fits.
+    The best tiles, or within 2%, of tune_stem_gemm_h200.json (H200, VMINet-XS stages 1-3)."""
     if _pow2_divisor(channels) < 16 or _pow2_divisor(hidden) < 16:
         return None
-    m1, m2 = _tokens_per_tile(num_tokens, 128), _tokens_per_tile(num_tokens, 64)
+    # pass 1: 64 x 128 tiles on large maps where D allows, else 128 x 64
+    n1 = 128 if hidden % 128 == 0 and num_tokens >= 128 else _pow2_divisor(hidden)
+    m1, m2 = _tokens_per_tile(num_tokens, 8192 // n1, 16), _tokens_per_tile(num_tokens, 64, 3)
     n2 = next(channels // g for g in range(1, channels // 16 + 1)
               if channels % g == 0 and (channels // g) % 16 == 0
               and m2 * (channels // g) <= 64 * 384)
-    return ((m1, _pow2_divisor(hidden), _pow2_divisor(channels, 32 if m1 == 128 else 64), 4, 2),
-            (m2, n2, _pow2_divisor(hidden, 32), 4, 3))
+    return ((m1, n1, _pow2_divisor(channels, 32), 4, 3), (m2, n2, _pow2_divisor(hidden, 32), 4, 3))
 
 
 def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias,
@@ -449,8 +462,8 @@ def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, 
     partial = torch.empty(tiles, segments1, hidden, device=x.device, dtype=torch.float32)
     _launch(_qk_gemm_kernel, (tiles * (hidden // n1), ), u, qk_weight, qk_bias, alpha, a,
             partial, rows, num_tokens, min(num_tokens, hidden), C=c, D=hidden, MASK=mask_id,
-            SEGMENTS=segments1, BLOCK_M=m1, BLOCK_N=n1, BLOCK_K=k1, STAGES=stages1,
-            PRECISION=precision, num_warps=warps1, wrap=wrap)
+            SEGMENTS=segments1, SEGMENTS_P=_pow2_at_least(segments1), BLOCK_M=m1, BLOCK_N=n1,
+            BLOCK_K=k1, STAGES=stages1, PRECISION=precision, num_warps=warps1, wrap=wrap)
     context = torch.empty(b, hidden, device=x.device, dtype=torch.float32)
     block_d = min(128, triton.next_power_of_2(hidden))
     _launch(_context_combine_kernel, (b, triton.cdiv(hidden, block_d)), partial, context,
@@ -569,11 +582,6 @@ def depthwise_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> t
                          f'K) weight, odd K) for C = {x.shape[1]}, got {tuple(taps.shape)}')
     args = (x, taps.contiguous(), bias.contiguous())
     return (_depthwise_conv if INTERPRET else _depthwise_conv_op)(*args)
-
-
-def _pow2_at_least(n: int) -> int:
-    """The smallest power of two >= max(n, 16) (tl.dot's least side)."""
-    return max(16, 1 << (n - 1).bit_length())
 
 
 def stem_table(weight: torch.Tensor) -> torch.Tensor:

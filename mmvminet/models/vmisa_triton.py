@@ -34,8 +34,8 @@ The split between the pairs and all tile sizes come from tools/analysis/tune_vmi
 
 ``vmisa_context_output``, ``depthwise_conv`` and ``stem_conv`` are registered as the custom
 ops ``mmvminet::vmisa_fused``, ``mmvminet::depthwise_conv`` and ``mmvminet::stem_conv`` so that
-torch.compile traces through them. Without Triton (CPU, CI) ``available()`` is False and the model keeps its PyTorch path;
-with TRITON_INTERPRET=1 the kernels run on the CPU (tests).
+torch.compile traces through them. Without Triton (CPU, CI) ``available()`` is False and the
+model keeps its PyTorch path; with TRITON_INTERPRET=1 the kernels run on the CPU (tests).
 """
 import os
 
@@ -327,7 +327,6 @@ if triton is not None:
                      mask=(o >= r0) & (o < r0 + ROWS) & (o < H) & (w < W)[:, None]
                      & c_ok[None, :])
 
-
     @triton.jit
     def _stem_conv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, OH, OW, stride_b, stride_c,
                           stride_h, stride_w, CIN: tl.constexpr, COUT: tl.constexpr,
@@ -356,7 +355,8 @@ if triton is not None:
         acc += tl.load(b_ptr + co, mask=co < COUT, other=0.).to(tl.float32)[None, :]
         out = tl.minimum(tl.maximum(acc, 0.), 6.)
         tl.store(out_ptr + (b * OH * OW + p)[:, None] * COUT + co[None, :],
-                 out.to(out_ptr.dtype.element_ty), mask=(p < OH * OW)[:, None] & (co < COUT)[None, :])
+                 out.to(out_ptr.dtype.element_ty),
+                 mask=(p < OH * OW)[:, None] & (co < COUT)[None, :])
 
 
 def _launch(kernel, grid, *args, wrap=True, **meta):
@@ -439,7 +439,8 @@ def gemm_blocks(channels: int, hidden: int, num_tokens: int):
     n2 = next(channels // g for g in range(1, channels // 16 + 1)
               if channels % g == 0 and (channels // g) % 16 == 0
               and m2 * (channels // g) <= 64 * 384)
-    return ((m1, n1, _pow2_divisor(channels, 32), 4, 3), (m2, n2, _pow2_divisor(hidden, 32), 4, 3))
+    return ((m1, n1, _pow2_divisor(channels, 32), 4, 3),
+            (m2, n2, _pow2_divisor(hidden, 32), 4, 3))
 
 
 def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias,

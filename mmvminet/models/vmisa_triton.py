@@ -368,11 +368,24 @@ def _launch(kernel, grid, *args, wrap=True, **meta):
     kernel[grid](*args, **meta)
 
 
+def _custom_op(name: str, fn):
+    """fn as the custom op ``mmvminet::name``, so that torch.compile traces through it (fn
+    itself where Triton or torch.library.triton_op is missing)."""
+    if triton is not None and hasattr(torch.library, 'triton_op'):
+        return torch.library.triton_op(f'mmvminet::{name}', mutates_args=())(fn)
+    return fn
+
+
+def _pow2_at_least(n: int) -> int:
+    """The smallest power of two >= max(n, 16) (tl.dot's least side)."""
+    return max(16, 1 << (n - 1).bit_length())
+
+
 def _blocks(channels: int):
     """(tokens per tile, padded C, channels of D per step, warps) for C channels: the fastest
     tiles of tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages (H100, batch 256, bf16;
     docs/benchmarks/tune_vmisa_kernels_h100.json)."""
-    cp = max(16, triton.next_power_of_2(channels))
+    cp = _pow2_at_least(channels)
     if cp <= 64:
         return 128, cp, 32, 4
     if cp <= 128:
@@ -403,11 +416,6 @@ def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight,
             out_bias, w_ctx, w_loc, num_tokens, C=c, D=hidden, BLOCK_T=block_t, CP=cp,
             BLOCK_D=block_d, PRECISION=precision, num_warps=warps, wrap=wrap)
     return out.permute(0, 3, 1, 2)
-
-
-def _pow2_at_least(n: int) -> int:
-    """The smallest power of two >= max(n, 16) (tl.dot's least side)."""
-    return max(16, 1 << (n - 1).bit_length())
 
 
 def _pow2_divisor(n: int, cap: int = 64) -> int:
@@ -495,11 +503,7 @@ def _vmisa_fused(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
                 blocks)
 
 
-if triton is not None and hasattr(torch.library, 'triton_op'):
-    _vmisa_fused_op = torch.library.triton_op('mmvminet::vmisa_fused', mutates_args=())(
-        _vmisa_fused)
-else:
-    _vmisa_fused_op = _vmisa_fused
+_vmisa_fused_op = _custom_op('vmisa_fused', _vmisa_fused)
 
 
 def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
@@ -537,7 +541,7 @@ def dwconv_config(channels: int, width: int):
         rows, block_w, block_c, warps = 16, 16, 32, 1
     else:
         rows, block_w, block_c, warps = 8, 8, 32, 1
-    return rows, block_w, min(block_c, max(16, triton.next_power_of_2(channels))), warps
+    return rows, block_w, min(block_c, _pow2_at_least(channels)), warps
 
 
 def tap_weights(weight: torch.Tensor) -> torch.Tensor:
@@ -563,11 +567,7 @@ def _depthwise_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> 
     return _depthwise_conv_impl(x, taps, bias, dwconv_config(x.shape[1], x.shape[3]))
 
 
-if triton is not None and hasattr(torch.library, 'triton_op'):
-    _depthwise_conv_op = torch.library.triton_op('mmvminet::depthwise_conv', mutates_args=())(
-        _depthwise_conv)
-else:
-    _depthwise_conv_op = _depthwise_conv
+_depthwise_conv_op = _custom_op('depthwise_conv', _depthwise_conv)
 
 
 def depthwise_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -618,10 +618,7 @@ def _stem_conv_impl(x, table, bias, kernel_size, stride, dtype, tile, wrap=True)
     return out.permute(0, 3, 1, 2)
 
 
-if triton is not None and hasattr(torch.library, 'triton_op'):
-    _stem_conv_op = torch.library.triton_op('mmvminet::stem_conv', mutates_args=())(_stem_conv)
-else:
-    _stem_conv_op = _stem_conv
+_stem_conv_op = _custom_op('stem_conv', _stem_conv)
 
 
 def stem_conv(x: torch.Tensor, table: torch.Tensor, bias: torch.Tensor, kernel_size: int,

@@ -426,8 +426,7 @@ def benchmark_model(spec: ModelSpec, args) -> List[Dict]:
             errors = list(mode_errors)
             row = dict(base, mode=label, dtype=dtype_name, reparam=fused, batch=args.batch,
                        img_size=args.img_size, img_s=None, img_s_graph=None, peak_mb=None,
-                       latency_b1_ms=None,
-                       latency_b1_graph_ms=None, train_batch=args.train_batch,
+                       latency_b1_ms=None, latency_b1_graph_ms=None, train_batch=args.train_batch,
                        train_dtype='bf16', train_step_ms=train_ms, train_peak_mb=train_peak,
                        best=False)
             if model is not None:
@@ -535,8 +534,8 @@ def results_table(rows: List[Dict]) -> str:
               'lat b1 ms', 'lat b1 ms cudagraph', 'peak MB', 'train step ms', 'best']
     lines = [[r['model'], fmt(r['params_m'], 2), fmt(r.get('mode')), fmt(r.get('reparam')),
               fmt(r.get('dtype')), fmt(r.get('img_s')), fmt(r.get('img_s_graph')),
-              fmt(r.get('latency_b1_ms'), 2),
-              fmt(r.get('latency_b1_graph_ms'), 2), fmt(r.get('peak_mb'), 0),
+              fmt(r.get('latency_b1_ms'), 2), fmt(r.get('latency_b1_graph_ms'), 2),
+              fmt(r.get('peak_mb'), 0),
               fmt(r.get('train_step_ms'), 2), '*' if r.get('best') else '']
              for r in rows]
     return table(header, lines)

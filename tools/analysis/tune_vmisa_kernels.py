@@ -67,6 +67,30 @@ def pow2_caps(values, limit):
     return sorted({min(v, cap) for v in values})
 
 
+def triton_rows(kind, run, grid, default, reference, args):
+    """A Triton kernel's rows: run(config) at every config of grid until the deadline (its GPU
+    time and max abs difference to reference), then default(), the custom op at the tiles the
+    model uses."""
+    rows = []
+    for config in grid:
+        if time.monotonic() > args.deadline:
+            break
+        out = run(config)
+        us = gpu_seconds_per_call(lambda: run(config), args) * 1e6
+        rows.append(dict(kind=kind, impl='triton', config=list(config), us=us,
+                         max_abs_diff=(out.float() - reference.float()).abs().max().item()))
+    rows.append(dict(kind=kind, impl='triton', config='default',
+                     us=gpu_seconds_per_call(default, args) * 1e6))
+    return rows
+
+
+def with_bandwidth(rows, moved: int):
+    """rows with their GB/s for ``moved`` bytes per call."""
+    for row in rows:
+        row['gbs'] = moved / row['us'] / 1e3
+    return rows
+
+
 def dwconv_rows(block, x, args):
     conv = block.dwconv.conv
     weight, bias = conv.weight, conv.bias
@@ -94,20 +118,11 @@ def dwconv_rows(block, x, args):
                 itertools.product(pow2_caps((8, 16, 32), h), pow2_caps((8, 16, 32), w),
                                   pow2_caps((16, 32, 64), max(16, c)), (1, 2, 4))
                 if 4 <= block_w * block_c // (32 * warps) <= 16]
-        for config in grid:
-            if time.monotonic() > args.deadline:
-                break
-            out = vmisa_triton._depthwise_conv_impl(x, taps, bias, config, wrap=False)
-            us = gpu_seconds_per_call(lambda: vmisa_triton._depthwise_conv_impl(
-                x, taps, bias, config, wrap=False), args) * 1e6
-            rows.append(dict(kind='dwconv', impl='triton', config=list(config), us=us,
-                             max_abs_diff=(out.float() - reference.float()).abs().max().item()))
-        # the custom op at dwconv_config's tiles, as the model calls it
-        rows.append(dict(kind='dwconv', impl='triton', config='default', us=gpu_seconds_per_call(
-            lambda: vmisa_triton.depthwise_conv(x, taps, bias), args) * 1e6))
-    for row in rows:
-        row['gbs'] = moved / row['us'] / 1e3
-    return rows
+        rows += triton_rows(
+            'dwconv', lambda config: vmisa_triton._depthwise_conv_impl(x, taps, bias, config,
+                                                                       wrap=False),
+            grid, lambda: vmisa_triton.depthwise_conv(x, taps, bias), reference, args)
+    return with_bandwidth(rows, moved)
 
 
 def stem_rows(args):
@@ -129,21 +144,14 @@ def stem_rows(args):
         for name, inp in (('cudnn_channels_last', x), ('cudnn_nchw', x_nchw)):
             rows.append(dict(kind='stem', impl=name, us=gpu_seconds_per_call(
                 lambda: F.relu6(conv(inp)), args) * 1e6))
-        for tile in itertools.product((32, 64, 128, 256), (1, 2, 4, 8)):
-            if time.monotonic() > args.deadline:
-                break
-            out = vmisa_triton._stem_conv_impl(x, table, conv.bias, k, stride, dtype, tile,
-                                               wrap=False)
-            us = gpu_seconds_per_call(lambda: vmisa_triton._stem_conv_impl(
-                x, table, conv.bias, k, stride, dtype, tile, wrap=False), args) * 1e6
-            rows.append(dict(kind='stem', impl='triton', config=list(tile), us=us,
-                             max_abs_diff=(out.float() - reference.float()).abs().max().item()))
-        rows.append(dict(kind='stem', impl='triton', config='default', us=gpu_seconds_per_call(
-            lambda: vmisa_triton.stem_conv(x, table, conv.bias, k, stride, dtype), args) * 1e6))
+        rows += triton_rows(
+            'stem', lambda tile: vmisa_triton._stem_conv_impl(x, table, conv.bias, k, stride,
+                                                              dtype, tile, wrap=False),
+            itertools.product((32, 64, 128, 256), (1, 2, 4, 8)),
+            lambda: vmisa_triton.stem_conv(x, table, conv.bias, k, stride, dtype), reference,
+            args)
     moved = x.numel() * x.element_size() + reference.numel() * reference.element_size()
-    for row in rows:
-        row['gbs'] = moved / row['us'] / 1e3
-    return rows
+    return with_bandwidth(rows, moved)
 
 
 def tile_row(block, x, u, reference, blocks, args, **fields) -> dict:
@@ -161,7 +169,7 @@ def tile_row(block, x, u, reference, blocks, args, **fields) -> dict:
 
 def fused_rows(block, x, u, reference, args):
     rows = []
-    cp = max(16, vmisa_triton.triton.next_power_of_2(x.shape[1]))
+    cp = vmisa_triton._pow2_at_least(x.shape[1])
     for block_t, block_d, warps in itertools.product((32, 64, 128), (32, 64), (4, 8)):
         if time.monotonic() > args.deadline:
             break

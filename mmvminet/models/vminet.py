@@ -92,11 +92,13 @@ def resize_alpha(alpha: torch.Tensor, grid: Tuple[int, int], size: Tuple[int, in
     grid_h * grid_w / (H * W) so that sum_t alpha_t, hence the context vector's magnitude, stays
     what it was at 224 (exactly for a constant grid, up to bilinear border effects otherwise). We
     do not renormalise by the ratio of sums: signed alphas can sum to ~0 and that ratio explodes.
-    At H, W == grid the resize is the identity and the scale is 1.0, so 224 inputs are bit-exact.
+    At H, W == grid (224 inputs) alpha is returned as it is.
     Returns (H * W,).
     """
     grid_h, grid_w = grid
     h, w = size
+    if (h, w) == (grid_h, grid_w):  # the identity: no interpolation kernel per block and call
+        return alpha
     resized = F.interpolate(alpha.reshape(1, 1, grid_h, grid_w), size=(h, w), mode='bilinear',
                             align_corners=False)
     return resized.reshape(h * w) * (grid_h * grid_w / (h * w))
@@ -183,6 +185,14 @@ class VMISA(nn.Module):
         merged.bias.copy_(torch.cat([self.q_proj.bias, self.k_proj.bias]))
         self.qk_proj = merged
         del self.q_proj, self.k_proj
+        if self.use_triton:  # a copy, so that autocast casts it as one kernel, not four
+            self.register_buffer('projections', self.flat_projections(), persistent=False)
+
+    def flat_projections(self) -> torch.Tensor:
+        """qk_proj's and out_proj's weights and biases, flattened and concatenated:
+        (2 D C + 2 D + C D + C,). Needs fuse()."""
+        return torch.cat([p.reshape(-1) for p in (self.qk_proj.weight, self.qk_proj.bias,
+                                                   self.out_proj.weight, self.out_proj.bias)])
 
     def token_weights(self, size: Tuple[int, int]) -> torch.Tensor:
         """alpha for a (H, W) map: (H * W,)."""
@@ -206,10 +216,13 @@ class VMISA(nn.Module):
         """The matrix form after the depthwise conv u = dwconv(x) in the Triton kernels (forward
         uses them where ``vmisa_triton.available``; benchmarks everywhere they tile).
         Needs fuse(); x, u (B, C, H, W) -> (B, C, H, W). blocks: kernel tiles, for tuning."""
+        c, d = self.out_proj.out_channels, self.out_proj.in_channels
+        flat = self.projections if self.use_triton else self.flat_projections()
+        qk_weight, qk_bias, out_weight, out_bias = flat.to(u.dtype).split(
+            [2 * d * c, 2 * d, c * d, c])
         return vmisa_triton.vmisa_context_output(
-            x, u, self.qk_proj.weight, self.qk_proj.bias, self.token_weights(x.shape[-2:]),
-            self.w_ctx, self.w_loc, self.out_proj.weight, self.out_proj.bias, self.mask_kind,
-            blocks)
+            x, u, qk_weight.view(2 * d, c), qk_bias, self.token_weights(x.shape[-2:]), self.w_ctx,
+            self.w_loc, out_weight.view(c, d), out_bias, self.mask_kind, blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels = self.use_triton and not torch.is_grad_enabled()  # they have no backward

@@ -278,6 +278,33 @@ def test_fuse_triton_on_cpu_keeps_pytorch_outputs():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(not HAS_TRITON or not hasattr(torch.library, 'triton_op'),
+                    reason='the custom ops need triton and torch.library.triton_op')
+@pytest.mark.parametrize('size', [224, 256])
+def test_fused_forward_graph(monkeypatch, size):
+    """The kernel path as torch.compile sees it, traced on the CPU with symbolic shapes (the
+    custom ops' fake implementations; nothing runs): one custom op per kernel call, one cast of
+    each block's projections under autocast, and alpha resized only off its 224 grid."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    monkeypatch.setattr(vmisa_triton, '_runs_on', lambda x: x.dtype in vmisa_triton.DTYPES)
+    model = VMINet('xs').eval().fuse(triton=True)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        graph = make_fx(model, tracing_mode='symbolic', _allow_non_fake_inputs=True)(
+            torch.randn(2, 3, size, size)).graph
+    nodes = [n for n in graph.nodes if n.op == 'call_function']
+    ops = [str(n.target) for n in nodes]
+    blocks = sum(model.depths)
+    assert ops.count('mmvminet.stem_conv.default') == 1
+    assert ops.count('mmvminet.depthwise_conv.default') == blocks
+    assert ops.count('mmvminet.vmisa_fused.default') == blocks
+    # the downsampling convs (PyTorch) cast their weight and bias; each block one flat buffer
+    casts = [n for n in nodes if str(n.target) == 'aten._to_copy.default'
+             and n.meta['val'].dtype == torch.bfloat16]
+    assert len(casts) == blocks + 2 * ops.count('aten.convolution.default')
+    # the bilinear resize (decomposed into index ops by the symbolic trace)
+    assert any('upsample' in op or 'index' in op for op in ops) == (size != 224)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])

@@ -172,20 +172,22 @@ class VMISA(nn.Module):
         one 1x1 conv, so the (B, C, H, W) map is read once and one GEMM runs instead of two.
         triton: run the depthwise conv and everything after it in Triton kernels
         (``vmisa_triton``: the fused pair on narrow C, the GEMM pair on C a multiple of 16)
-        where they apply (CUDA, no autograd; the kernels after the conv: matrix form)."""
+        where they apply (CUDA, no autograd; the kernels after the conv: matrix form). The
+        kernels read copies of the weights made here: fuse after loading them."""
         self.dwconv.fuse()
-        # the Triton depthwise conv has no norm after it: only where the norm was folded (BN)
-        self.use_triton = triton and isinstance(self.dwconv.norm, nn.Identity)
-        if self.use_triton:  # its weights as the kernels' (K*K, C) fp32 table, made once
-            self.register_buffer('dwconv_taps', vmisa_triton.tap_weights(self.dwconv.conv.weight),
-                                 persistent=False)
         merged = nn.Conv2d(self.q_proj.in_channels, 2 * self.q_proj.out_channels, 1).to(
             self.q_proj.weight)
         merged.weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight]))
         merged.bias.copy_(torch.cat([self.q_proj.bias, self.k_proj.bias]))
         self.qk_proj = merged
         del self.q_proj, self.k_proj
-        if self.use_triton:  # a copy, so that autocast casts it as one kernel, not four
+        # the Triton depthwise conv has no norm after it: only where the norm was folded (BN)
+        self.use_triton = triton and isinstance(self.dwconv.norm, nn.Identity)
+        if self.use_triton:
+            # the conv's weights as the (K*K, C) fp32 tap table; the projections as one flat
+            # buffer, which autocast casts in one kernel instead of four
+            self.register_buffer('dwconv_taps', vmisa_triton.tap_weights(self.dwconv.conv.weight),
+                                 persistent=False)
             self.register_buffer('projections', self.flat_projections(), persistent=False)
 
     def flat_projections(self) -> torch.Tensor:

@@ -172,6 +172,9 @@ def test_fuse_folds_batchnorm_without_changing_outputs():
     with torch.no_grad():
         before = model(x)
         after = model.fuse()(x)
+        again = model.fuse(triton=True)(x)  # a second fuse only switches the kernels on
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.stages.modules())
-    for a, b in zip(before, after):
+    assert all(b.use_triton for s in model.stages for b in s.blocks) and model.stem_triton
+    for a, b, c in zip(before, after, again):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)

@@ -173,14 +173,16 @@ class VMISA(nn.Module):
         triton: run the depthwise conv and everything after it in Triton kernels
         (``vmisa_triton``: the fused pair on narrow C, the GEMM pair on C a multiple of 16)
         where they apply (CUDA, no autograd; the kernels after the conv: matrix form). The
-        kernels read copies of the weights made here: fuse after loading them."""
+        kernels read copies of the weights made here: fuse after loading them. Calling it again
+        (say fuse() then fuse(triton=True)) only switches the kernels."""
         self.dwconv.fuse()
-        merged = nn.Conv2d(self.q_proj.in_channels, 2 * self.q_proj.out_channels, 1).to(
-            self.q_proj.weight)
-        merged.weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight]))
-        merged.bias.copy_(torch.cat([self.q_proj.bias, self.k_proj.bias]))
-        self.qk_proj = merged
-        del self.q_proj, self.k_proj
+        if self.qk_proj is None:
+            merged = nn.Conv2d(self.q_proj.in_channels, 2 * self.q_proj.out_channels, 1).to(
+                self.q_proj.weight)
+            merged.weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight]))
+            merged.bias.copy_(torch.cat([self.q_proj.bias, self.k_proj.bias]))
+            self.qk_proj = merged
+            del self.q_proj, self.k_proj
         # the Triton depthwise conv has no norm after it: only where the norm was folded (BN)
         self.use_triton = triton and isinstance(self.dwconv.norm, nn.Identity)
         if self.use_triton:
@@ -435,7 +437,7 @@ class VMINet(BaseModule):
         torch.no_grad or inference_mode; the kernels after the convs: matrix form, C <= 64 or
         a multiple of 16, which every variant's widths are; elsewhere the PyTorch path runs).
         Outputs stay equal up to float rounding; the fused model has other state-dict keys and
-        is not for training or saving."""
+        is not for training or saving. Calling it again only switches the kernels."""
         for m in list(self.modules()):  # fuse() replaces children: iterate over a copy
             if isinstance(m, VMISA):
                 m.fuse(triton)

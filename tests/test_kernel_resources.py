@@ -30,7 +30,22 @@ def test_stage2_kernel_has_no_spills_and_one_fma_per_output_tap(tool, tmp_path):
     opcodes = row['opcodes']
     assert opcodes['FFMA'] == 49 * outputs
     assert opcodes['LDG'] * 8 < opcodes['FFMA'] and opcodes.get('LDS', 0) <= 2 * 7
+    # the stage-2 grid: one row tile, 256 images, one strip, 192 / BLOCK_C channel groups
+    assert row['programs'] == 256 * 192 // block_c
+    per_sm = row['warps_per_sm'] // warps
+    assert row['waves'] == pytest.approx(row['programs'] / (per_sm * 132))
     assert json.loads(out.read_text()) == rows
+
+
+def test_occupancy_counts_registers_per_warp(tool):
+    # 168 registers: 5376 per warp, 12 warps of 64K; 1536 one-warp programs fill 0.97 of a wave
+    assert tool.occupancy(168, 1, 1536, 132) == dict(programs=1536, warps_per_sm=12,
+                                                     waves=pytest.approx(1536 / 1584))
+    # 2-warp programs at 112 registers: 18 warps, 9 programs per SM
+    assert tool.occupancy(112, 2, 3072, 132)['waves'] == pytest.approx(3072 / (9 * 132))
+    # few registers: 32 programs per SM at most; 105 rounds up to 112 per thread
+    assert tool.occupancy(40, 1, 10, 132)['warps_per_sm'] == 32
+    assert tool.occupancy(105, 1, 10, 132)['warps_per_sm'] == 18
 
 
 def test_bad_maps_are_rejected(tool):

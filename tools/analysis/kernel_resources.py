@@ -1,7 +1,8 @@
 """Registers, spills and instruction mix of the depthwise-conv Triton kernel, on any machine.
 
     python tools/analysis/kernel_resources.py [--arch 90] [--dtype bf16]
-        [--maps 56:48,28:96,14:192,7:384] [--tiles ROWS,BLOCK_W,BLOCK_C,WARPS] [--out FILE.json]
+        [--maps 56:48,28:96,14:192,7:384] [--tiles ROWS,BLOCK_W,BLOCK_C,WARPS]
+        [--batch 256] [--sms 132] [--out FILE.json]
 
 For each map W:C (default: VMINet-XS's four stages) the kernel is compiled for that dtype at
 ``dwconv_config``'s tiles (or --tiles) for sm_<arch>a by Triton's own ptxas, without a GPU.
@@ -10,7 +11,11 @@ frequent opcodes (cuobjdump beside ptxas). The loop over input rows is not unrol
 SASS holds one input row: K column shifts, each added to K accumulators, so with
 BLOCK_W x BLOCK_C / threads outputs per thread, FFMA = K^2 BLOCK_W BLOCK_C / threads. Spills,
 shared-memory traffic (LDS, STS: layout conversions) or loads that rival the FFMAs are what to
-look for.
+look for. Also printed: the warps an SM can hold at those registers (64K registers per SM, 64
+warps at most) and the waves the launch grid of a square W x W map at --batch takes on --sms
+SMs (132 on the H100 SXM and H200): a second, part-filled wave leaves SMs idle, one reason
+why a tile with fewer registers can time slower. The ptxas is the installed Triton's; a GPU
+machine with another Triton version may allocate otherwise (Triton 3.6 and 3.8 differ here).
 """
 import argparse
 import collections
@@ -43,6 +48,8 @@ def parse_args(argv=None):
     parser.add_argument('--tiles', default=None,
                         help="ROWS,BLOCK_W,BLOCK_C,WARPS for every map (default: dwconv_config's)")
     parser.add_argument('--kernel-size', type=int, default=7)
+    parser.add_argument('--batch', type=int, default=256, help='images, for the launch grid')
+    parser.add_argument('--sms', type=int, default=132, help='SMs of the GPU (132: H100, H200)')
     parser.add_argument('--out', default=None, help='also write the rows as JSON')
     args = parser.parse_args(argv)
     if vmisa_triton.triton is None:
@@ -97,6 +104,16 @@ def resources(ptx: str, arch: int) -> dict:
                 opcodes=dict(opcodes.most_common()))
 
 
+def occupancy(registers: int, warps: int, programs: int, sms: int) -> dict:
+    """The warps an SM holds for programs of ``warps`` warps at ``registers`` per thread
+    (allocated per warp in units of 256; 64K per SM; at most 64 warps and 32 programs), and
+    the waves ``programs`` take on ``sms`` SMs."""
+    per_warp = -(-registers * 32 // 256) * 256
+    per_sm = min(65536 // per_warp // warps, 64 // warps, 32)
+    return dict(programs=programs, warps_per_sm=per_sm * warps,
+                waves=programs / (per_sm * sms) if per_sm else float('inf'))
+
+
 def main(argv=None):
     args = parse_args(argv)
     dtype = DTYPES[args.dtype]
@@ -107,11 +124,16 @@ def main(argv=None):
         name = vmisa_triton._dwconv_kernel.__name__
         row = dict(width=width, channels=channels, dtype=args.dtype, kernel=name,
                    tiles=list(tiles), arch=f'sm_{args.arch}a', **resources(ptx, args.arch))
+        rows_per, block_w, block_c, warps = tiles
+        programs = (-(-width // rows_per) * args.batch * -(-width // block_w)
+                    * -(-channels // block_c))
+        row.update(occupancy(row['registers'], warps, programs, args.sms))
         rows.append(row)
         top = ', '.join(f'{op} {n}' for op, n in list(row['opcodes'].items())[:8])
         print(f'W={width:4d} C={channels:4d} {name} tiles {tuple(tiles)}: {row["registers"]} '
               f'registers, {row["spill_bytes"]} spill bytes, {row["sass_instructions"]} SASS '
-              f'instructions ({top})', flush=True)
+              f'instructions ({top}); {row["warps_per_sm"]} warps per SM, {programs} programs '
+              f'in {row["waves"]:.2f} waves at batch {args.batch}', flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return rows

@@ -260,10 +260,10 @@ def test_available_only_where_the_kernels_apply():
         assert vmisa_triton.available(wide, 'banded', 'matrix', 384)  # the GEMM pair
         odd = torch.randn(1, vmisa_triton.FUSED_MAX_CHANNELS + 1, 2, 2, device='cuda')
         assert not vmisa_triton.available(odd, 'banded', 'matrix', 2 * odd.shape[1])
-        assert vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 3, device='cuda'))
-        assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 3, device='cuda').double())
+        assert vmisa_triton.runs_on(torch.randn(1, 8, 2, 3, device='cuda'))
+        assert not vmisa_triton.runs_on(torch.randn(1, 8, 2, 3, device='cuda').double())
     elif not vmisa_triton.INTERPRET:
-        assert not vmisa_triton.dwconv_available(torch.randn(1, 8, 2, 64))
+        assert not vmisa_triton.runs_on(torch.randn(1, 8, 2, 64))
 
 
 def test_fuse_triton_on_cpu_keeps_pytorch_outputs():
@@ -286,7 +286,7 @@ def test_fused_forward_graph(monkeypatch, size):
     custom ops' fake implementations; nothing runs): one custom op per kernel call, one cast of
     each block's projections under autocast, and alpha resized only off its 224 grid."""
     from torch.fx.experimental.proxy_tensor import make_fx
-    monkeypatch.setattr(vmisa_triton, '_runs_on', lambda x: x.dtype in vmisa_triton.DTYPES)
+    monkeypatch.setattr(vmisa_triton, 'runs_on', lambda x: x.dtype in vmisa_triton.DTYPES)
     model = VMINet('xs').eval().fuse(triton=True)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         graph = make_fx(model, tracing_mode='symbolic', _allow_non_fake_inputs=True)(

@@ -230,7 +230,7 @@ class VMISA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels = self.use_triton and not torch.is_grad_enabled()  # they have no backward
-        if kernels and vmisa_triton.dwconv_available(x):
+        if kernels and vmisa_triton.runs_on(x):
             u = vmisa_triton.depthwise_conv(x, self.dwconv_taps, self.dwconv.conv.bias)
         else:
             u = self.dwconv(x)
@@ -453,8 +453,7 @@ class VMINet(BaseModule):
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem: (B, 3, H, W) -> (B, stem_channels, ceil(H/2), ceil(W/2))."""
-        if (self.stem_triton and not torch.is_grad_enabled()
-                and vmisa_triton.stem_available(x)):
+        if self.stem_triton and not torch.is_grad_enabled() and vmisa_triton.runs_on(x):
             device = x.device.type
             dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
                      else x.dtype)

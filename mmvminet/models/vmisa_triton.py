@@ -55,7 +55,9 @@ INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _runs_on(x: torch.Tensor) -> bool:
+def runs_on(x: torch.Tensor) -> bool:
+    """Whether the kernels run on x at all: Triton is there, x is CUDA (or CPU under the
+    interpreter) in a dtype they take. All the depthwise and stem kernels need."""
     if triton is None or x.dtype not in DTYPES:
         return False
     return x.is_cuda or (INTERPRET and x.device.type == 'cpu')
@@ -70,17 +72,7 @@ def available(x: torch.Tensor, mask_kind: str, form: str, hidden: int) -> bool:
     c = x.shape[1]
     if c > FUSED_MAX_CHANNELS and gemm_blocks(c, hidden, x.shape[2] * x.shape[3]) is None:
         return False
-    return _runs_on(x)
-
-
-def dwconv_available(x: torch.Tensor) -> bool:
-    """Whether the depthwise-conv kernels run on x (B, C, H, W)."""
-    return _runs_on(x)
-
-
-def stem_available(x: torch.Tensor) -> bool:
-    """Whether the stem kernel runs on x (B, CIN, H, W)."""
-    return _runs_on(x)
+    return runs_on(x)
 
 
 if triton is not None:
@@ -549,6 +541,14 @@ def tap_weights(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().reshape(weight.shape[0], -1).t().float().contiguous()
 
 
+def dwconv_grid(batch: int, channels: int, height: int, width: int, config):
+    """The depthwise kernel's launch grid at tiles config = (ROWS, BLOCK_W, BLOCK_C, warps):
+    (row tiles, images, column strips x channel groups)."""
+    rows, block_w, block_c, _ = config
+    return (triton.cdiv(height, rows), batch,
+            triton.cdiv(width, block_w) * triton.cdiv(channels, block_c))
+
+
 def _depthwise_conv_impl(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, config,
                          wrap: bool = True) -> torch.Tensor:
     """The kernel with tiles config = (ROWS, BLOCK_W, BLOCK_C, warps); wrap: see ``_launch``."""
@@ -557,7 +557,7 @@ def _depthwise_conv_impl(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor
     rows, block_w, block_c, warps = config
     x = x.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last input
     out = torch.empty_like(x)
-    grid = (triton.cdiv(h, rows), b, triton.cdiv(w, block_w) * triton.cdiv(c, block_c))
+    grid = dwconv_grid(b, c, h, w, config)
     _launch(_dwconv_kernel, grid, x, taps.float(), bias, out, h, W=w, C=c, K=k, ROWS=rows,
             BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, wrap=wrap)
     return out.permute(0, 3, 1, 2)

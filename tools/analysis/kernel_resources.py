@@ -20,6 +20,7 @@ machine with another Triton version may allocate otherwise (Triton 3.6 and 3.8 d
 import argparse
 import collections
 import json
+import math
 import re
 import subprocess
 import sys
@@ -124,10 +125,8 @@ def main(argv=None):
         name = vmisa_triton._dwconv_kernel.__name__
         row = dict(width=width, channels=channels, dtype=args.dtype, kernel=name,
                    tiles=list(tiles), arch=f'sm_{args.arch}a', **resources(ptx, args.arch))
-        rows_per, block_w, block_c, warps = tiles
-        programs = (-(-width // rows_per) * args.batch * -(-width // block_w)
-                    * -(-channels // block_c))
-        row.update(occupancy(row['registers'], warps, programs, args.sms))
+        programs = math.prod(vmisa_triton.dwconv_grid(args.batch, channels, width, width, tiles))
+        row.update(occupancy(row['registers'], tiles[3], programs, args.sms))
         rows.append(row)
         top = ', '.join(f'{op} {n}' for op, n in list(row['opcodes'].items())[:8])
         print(f'W={width:4d} C={channels:4d} {name} tiles {tuple(tiles)}: {row["registers"]} '

@@ -75,6 +75,9 @@ def test_bad_arguments_are_rejected(benchmark):
         benchmark.parse_args(['--device', 'cpu', '--dtypes', 'int8'])
     with pytest.raises(SystemExit):
         benchmark.parse_args(['--device', 'cpu', '--profile', '-1'])
+    with pytest.raises(SystemExit):  # freezing is an inductor option: compiled rows only
+        benchmark.parse_args(['--device', 'cpu', '--modes', 'eager', '--freezing'])
+    assert benchmark.parse_args(['--device', 'cpu', '--modes', 'compile', '--freezing']).freezing
 
 
 def test_best_against_best_counts_graph_throughput(benchmark):

@@ -284,7 +284,8 @@ def test_fuse_triton_on_cpu_keeps_pytorch_outputs():
 def test_fused_forward_graph(monkeypatch, size):
     """The kernel path as torch.compile sees it, traced on the CPU with symbolic shapes (the
     custom ops' fake implementations; nothing runs): one custom op per kernel call, one cast of
-    each block's projections under autocast, and alpha resized only off its 224 grid."""
+    each block's projections under autocast, alpha resized only off its 224 grid, and no 0-d
+    tensor into a custom op (inductor's freezing would pass it to the kernel as a number)."""
     from torch.fx.experimental.proxy_tensor import make_fx
     monkeypatch.setattr(vmisa_triton, 'runs_on', lambda x: x.dtype in vmisa_triton.DTYPES)
     model = VMINet('xs').eval().fuse(triton=True)
@@ -297,6 +298,10 @@ def test_fused_forward_graph(monkeypatch, size):
     assert ops.count('mmvminet.stem_conv.default') == 1
     assert ops.count('mmvminet.depthwise_conv.default') == blocks
     assert ops.count('mmvminet.vmisa_fused.default') == blocks
+    for node in nodes:
+        if str(node.target).startswith('mmvminet.'):
+            shapes = [a.meta['val'].shape for a in node.args if isinstance(a, torch.fx.Node)]
+            assert all(len(shape) for shape in shapes), (node.target, shapes)
     # the downsampling convs (PyTorch) cast their weight and bias; each block one flat buffer
     casts = [n for n in nodes if str(n.target) == 'aten._to_copy.default'
              and n.meta['val'].dtype == torch.bfloat16]

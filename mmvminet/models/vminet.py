@@ -191,12 +191,17 @@ class VMISA(nn.Module):
             self.register_buffer('dwconv_taps', vmisa_triton.tap_weights(self.dwconv.conv.weight),
                                  persistent=False)
             self.register_buffer('projections', self.flat_projections(), persistent=False)
+            self.register_buffer('mixing', self.mixing_weights(), persistent=False)
 
     def flat_projections(self) -> torch.Tensor:
         """qk_proj's and out_proj's weights and biases, flattened and concatenated:
         (2 D C + 2 D + C D + C,). Needs fuse()."""
         return torch.cat([p.reshape(-1) for p in (self.qk_proj.weight, self.qk_proj.bias,
                                                    self.out_proj.weight, self.out_proj.bias)])
+
+    def mixing_weights(self) -> torch.Tensor:
+        """(w_ctx, w_loc) as one (2,) fp32 tensor, as the kernels take them."""
+        return torch.stack([self.w_ctx, self.w_loc]).float()
 
     def token_weights(self, size: Tuple[int, int]) -> torch.Tensor:
         """alpha for a (H, W) map: (H * W,)."""
@@ -222,11 +227,12 @@ class VMISA(nn.Module):
         Needs fuse(); x, u (B, C, H, W) -> (B, C, H, W). blocks: kernel tiles, for tuning."""
         c, d = self.out_proj.out_channels, self.out_proj.in_channels
         flat = self.projections if self.use_triton else self.flat_projections()
+        mixing = self.mixing if self.use_triton else self.mixing_weights()
         qk_weight, qk_bias, out_weight, out_bias = flat.to(u.dtype).split(
             [2 * d * c, 2 * d, c * d, c])
         return vmisa_triton.vmisa_context_output(
-            x, u, qk_weight.view(2 * d, c), qk_bias, self.token_weights(x.shape[-2:]), self.w_ctx,
-            self.w_loc, out_weight.view(c, d), out_bias, self.mask_kind, blocks)
+            x, u, qk_weight.view(2 * d, c), qk_bias, self.token_weights(x.shape[-2:]), mixing,
+            out_weight.view(c, d), out_bias, self.mask_kind, blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels = self.use_triton and not torch.is_grad_enabled()  # they have no backward

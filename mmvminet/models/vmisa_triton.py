@@ -127,7 +127,7 @@ if triton is not None:
 
     @triton.jit
     def _output_kernel(u_ptr, x_ptr, out_ptr, w_ptr, b_ptr, ctx_ptr, w3_ptr, b3_ptr,
-                       w_ctx_ptr, w_loc_ptr, L, C: tl.constexpr, D: tl.constexpr,
+                       mix_ptr, L, C: tl.constexpr, D: tl.constexpr,
                        BLOCK_T: tl.constexpr, CP: tl.constexpr, BLOCK_D: tl.constexpr,
                        PRECISION: tl.constexpr):
         """out = x + W3 ReLU6(w_ctx c + w_loc (Q*K)) + b3 for a tile of tokens (Eq. 10)."""
@@ -137,8 +137,8 @@ if triton is not None:
         offsets = pid_b * L * C + t[:, None] * C + c[None, :]
         tile_mask = (t[:, None] < L) & (c[None, :] < C)
         u = tl.load(u_ptr + offsets, mask=tile_mask, other=0.)
-        w_ctx = tl.load(w_ctx_ptr).to(tl.float32)
-        w_loc = tl.load(w_loc_ptr).to(tl.float32)
+        w_ctx = tl.load(mix_ptr)
+        w_loc = tl.load(mix_ptr + 1)
         acc = tl.zeros((BLOCK_T, CP), dtype=tl.float32)
         for d0 in range(0, D, BLOCK_D):
             n = d0 + tl.arange(0, BLOCK_D)
@@ -217,8 +217,8 @@ if triton is not None:
         tl.store(ctx_ptr + g * D + n, acc, mask=n < D)
 
     @triton.jit
-    def _output_gemm_kernel(a_ptr, x_ptr, out_ptr, ctx_ptr, w3_ptr, b3_ptr, w_ctx_ptr,
-                            w_loc_ptr, M, L, images, C: tl.constexpr, D: tl.constexpr,
+    def _output_gemm_kernel(a_ptr, x_ptr, out_ptr, ctx_ptr, w3_ptr, b3_ptr, mix_ptr, M, L,
+                            images, C: tl.constexpr, D: tl.constexpr,
                             SEGMENTS: tl.constexpr, BLOCK_M: tl.constexpr,
                             BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_K: tl.constexpr,
                             STAGES: tl.constexpr, PRECISION: tl.constexpr):
@@ -239,8 +239,8 @@ if triton is not None:
         image = rows // L
         first = (tile * BLOCK_M) // L
         a_rows = a_ptr + rows.to(tl.int64)[:, None] * D
-        w_ctx = tl.load(w_ctx_ptr).to(tl.float32)
-        w_loc = tl.load(w_loc_ptr).to(tl.float32)
+        w_ctx = tl.load(mix_ptr)
+        w_loc = tl.load(mix_ptr + 1)
         acc = (tl.zeros((BLOCK_M, CHUNK), dtype=tl.float32), ) * CHUNKS
         for k0 in tl.range(0, D, BLOCK_K, num_stages=STAGES):
             d = k0 + tl.arange(0, BLOCK_K)
@@ -387,8 +387,8 @@ def _blocks(channels: int):
     return 32, cp, 32, 4
 
 
-def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias,
-                      mask_id, blocks, wrap=True):
+def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, mixing, out_weight, out_bias, mask_id,
+                      blocks, wrap=True):
     """The kernels with tiles blocks = (BLOCK_T, CP, BLOCK_D, warps) (see ``_blocks``)."""
     b, c, h, w = x.shape
     num_tokens, hidden = h * w, qk_bias.numel() // 2
@@ -405,7 +405,7 @@ def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight,
     context = partial.sum(1)  # (B, D), fp32: a fixed order, so runs repeat bit for bit
     out = torch.empty_like(x)
     _launch(_output_kernel, (b, tiles), u, x, out, qk_weight, qk_bias, context, out_weight,
-            out_bias, w_ctx, w_loc, num_tokens, C=c, D=hidden, BLOCK_T=block_t, CP=cp,
+            out_bias, mixing, num_tokens, C=c, D=hidden, BLOCK_T=block_t, CP=cp,
             BLOCK_D=block_d, PRECISION=precision, num_warps=warps, wrap=wrap)
     return out.permute(0, 3, 1, 2)
 
@@ -443,8 +443,8 @@ def gemm_blocks(channels: int, hidden: int, num_tokens: int):
             (m2, n2, _pow2_divisor(hidden, 32), 4, 3))
 
 
-def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias,
-                     mask_id, blocks, wrap=True):
+def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, mixing, out_weight, out_bias, mask_id,
+                     blocks, wrap=True):
     """The GEMM pair with tiles blocks = (pass 1, pass 2), each (BLOCK_M, BLOCK_N, BLOCK_K,
     warps, stages) (see ``gemm_blocks``). Tiles of tokens run over the whole batch (M = B*L
     rows), so no tile is padded to an image's L; the per-image context comes from per-tile,
@@ -471,7 +471,7 @@ def _vmisa_gemm_impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, 
             num_tokens, D=hidden, SEGMENTS=segments1, BLOCK_M=m1, BLOCK_D=block_d, wrap=wrap)
     out = torch.empty_like(x)
     _launch(_output_gemm_kernel, (triton.cdiv(rows, m2) * (c // n2), ), a, x, out, context,
-            out_weight, out_bias, w_ctx, w_loc, rows, num_tokens, b, C=c, D=hidden,
+            out_weight, out_bias, mixing, rows, num_tokens, b, C=c, D=hidden,
             SEGMENTS=(m2 - 1) // num_tokens + 2, BLOCK_M=m2, BLOCK_N=n2, CHUNK=_pow2_divisor(n2),
             BLOCK_K=k2, STAGES=stages2, PRECISION=precision, num_warps=warps2, wrap=wrap)
     return out.permute(0, 3, 1, 2)
@@ -487,32 +487,31 @@ def _impl_and_blocks(channels: int, hidden: int, num_tokens: int):
 
 
 def _vmisa_fused(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
-                 qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
-                 w_loc: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
-                 mask_id: int) -> torch.Tensor:
+                 qk_bias: torch.Tensor, alpha: torch.Tensor, mixing: torch.Tensor,
+                 out_weight: torch.Tensor, out_bias: torch.Tensor, mask_id: int) -> torch.Tensor:
     impl, blocks = _impl_and_blocks(x.shape[1], qk_bias.numel() // 2, x.shape[2] * x.shape[3])
-    return impl(x, u, qk_weight, qk_bias, alpha, w_ctx, w_loc, out_weight, out_bias, mask_id,
-                blocks)
+    return impl(x, u, qk_weight, qk_bias, alpha, mixing, out_weight, out_bias, mask_id, blocks)
 
 
 _vmisa_fused_op = _custom_op('vmisa_fused', _vmisa_fused)
 
 
 def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tensor,
-                         qk_bias: torch.Tensor, alpha: torch.Tensor, w_ctx: torch.Tensor,
-                         w_loc: torch.Tensor, out_weight: torch.Tensor,
-                         out_bias: torch.Tensor, mask_kind: str, blocks=None) -> torch.Tensor:
+                         qk_bias: torch.Tensor, alpha: torch.Tensor, mixing: torch.Tensor,
+                         out_weight: torch.Tensor, out_bias: torch.Tensor, mask_kind: str,
+                         blocks=None) -> torch.Tensor:
     """The block after its depthwise conv: x + W3 ReLU6(w_ctx c + w_loc Q*K) + b3 (Eq. 10).
 
     x, u: (B, C, H, W), u = BN(DWConv(x)); qk_weight (2D, C) and qk_bias (2D,): the merged Q and
-    K projections; alpha (H*W,) the resized token weights; w_ctx, w_loc 0-d; out_weight (C, D),
+    K projections; alpha (H*W,) the resized token weights; mixing (2,): w_ctx, w_loc (a 1-d
+    tensor: inductor's freezing passes a 0-d constant to a kernel as a number); out_weight (C, D),
     out_bias (C,). Weights are cast to u's dtype (autocast). Returns (B, C, H, W), channels-last.
     blocks: tiles other than ``_blocks``'s, for tuning (tools/analysis/tune_vmisa_kernels.py).
     """
     dtype = u.dtype
     args = (x.to(dtype), u, qk_weight.reshape(qk_weight.shape[0], -1).to(dtype).contiguous(),
-            qk_bias.to(dtype).contiguous(), alpha.float().contiguous(), w_ctx.float(),
-            w_loc.float(), out_weight.reshape(out_weight.shape[0], -1).to(dtype).contiguous(),
+            qk_bias.to(dtype).contiguous(), alpha.float().contiguous(), mixing.float().contiguous(),
+            out_weight.reshape(out_weight.shape[0], -1).to(dtype).contiguous(),
             out_bias.to(dtype).contiguous(), MASK_IDS[mask_kind])
     if blocks is not None:
         impl = _vmisa_fused_impl if len(blocks) == 4 else _vmisa_gemm_impl

@@ -1,7 +1,7 @@
 """Speed benchmark of image classification backbones: VMINet classifiers against timm peers.
 
     python tools/analysis/benchmark.py [--ours xs,s] [--recurrent] [--peers all|none|NAMES]
-        [--modes eager,compile] [--triton] [--dtypes bf16[,fp16,fp32]] [--batch 256]
+        [--modes eager,compile] [--triton] [--freezing] [--dtypes bf16[,fp16,fp32]] [--batch 256]
         [--train-batch 128] [--img-size 224] [--warmup 10] [--iters 30] [--repeats 5]
         [--device cuda|cpu]
         [--no-throughput] [--no-latency] [--no-cudagraph] [--no-memory] [--no-train]
@@ -13,7 +13,9 @@ inference throughput at --batch and batch-1 latency, each plain and replayed as 
 of one training step (forward, cross-entropy, backward, AdamW; bf16 autocast, --train-batch).
 Inference runs on the model's fused / reparameterised form where it has one; everything is
 channels_last. --triton adds, for our models, inference rows of each mode with their Triton
-kernels (``eager+triton``, ``compile+triton``; VMINet.fuse(triton=True), vmisa_triton.py). The
+kernels (``eager+triton``, ``compile+triton``; VMINet.fuse(triton=True), vmisa_triton.py).
+--freezing compiles every model's inference with inductor's freezing (weights as constants: their
+autocast casts, folded norms and other weight-only work are done once at compile time). The
 best-against-best table takes each model's best img/s over modes, plain or graph. Each timing is
 the median over --repeats runs of --iters calls (CUDA events; time.perf_counter on CPU) after
 --warmup calls. Prints a table and writes the rows plus an ``env`` block to --out. A failing
@@ -126,6 +128,9 @@ def parse_args(argv=None):
     parser.add_argument('--compile-mode', default=COMPILE_MODE,
                         help=f'torch.compile mode (default {COMPILE_MODE}; "default" compiles '
                         'faster)')
+    parser.add_argument('--freezing', action='store_true',
+                        help="compile inference with torch._inductor.config.freezing (every "
+                        "model of the run; training steps are not frozen)")
     parser.add_argument('--dtypes', default='bf16', help='inference autocast dtypes: '
                         'bf16,fp16,fp32 (default: bf16)')
     parser.add_argument('--batch', type=int, help='inference batch (CUDA default 256)')
@@ -164,6 +169,8 @@ def parse_args(argv=None):
         parser.error(str(exc))
     if not args.modes or not args.dtypes:
         parser.error('--modes and --dtypes need at least one entry')
+    if args.freezing and 'compile' not in args.modes:
+        parser.error('--freezing needs the compile mode (--modes compile)')
     if args.device == 'cpu':
         if args.triton:
             parser.error('--triton needs --device cuda')
@@ -597,6 +604,8 @@ def main(argv=None) -> Dict:
         limit = 'recompile_limit' if hasattr(dynamo_config, 'recompile_limit') \
             else 'cache_size_limit'
         setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))
+        # inductor freezes only graphs compiled without grad: the inference rows
+        torch._inductor.config.freezing = args.freezing
 
     specs = model_specs(args)
     results = dict(env=environment(args), rows=[], best=[])

@@ -437,6 +437,22 @@ def test_gpu_tuning_sweeps_the_kernels(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_gpu_tuning_splits_the_kernels(tmp_path):
+    from tool_scripts import load_tool
+    tune = load_tool('analysis/tune_vmisa_kernels.py')
+    result = tune.main(['--arch', 'ti', '--batch', '4', '--img-size', '64', '--stages', '0,2',
+                        '--what', 'split', '--warmup', '1', '--iters', '2', '--repeats', '1',
+                        '--out', str(tmp_path / 'split.json')])
+    fused, gemm = ({r['impl']: r['us'] for r in stage['rows']} for stage in result['stages'])
+    assert {'_context_kernel', '_output_kernel'} <= set(fused)  # C = 24: the fused pair
+    assert {'_qk_gemm_kernel', '_context_combine_kernel', '_output_gemm_kernel'} <= set(gemm)
+    for rows in (fused, gemm):
+        assert {'cublas_pass1_shape', 'cublas_pass2_shape', 'copy_MxD'} <= set(rows)
+        assert all(us > 0 for us in rows.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_gpu_block_benchmark_runs(tmp_path):
     from tool_scripts import load_tool
     bench = load_tool('analysis/benchmark_vmisa.py')

@@ -1,7 +1,7 @@
 """Sweep the tile sizes of the Triton kernels (vmisa_triton.py) on each stage's map, on the GPU.
 
     python tools/analysis/tune_vmisa_kernels.py [--arch xs] [--batch 256] [--img-size 224]
-        [--dtype bf16] [--stages 0,1,2,3] [--what stem,dwconv,fused,gemm] [--out tune.json]
+        [--dtype bf16] [--stages 0,1,2,3] [--what stem,dwconv,fused,gemm,split] [--out tune.json]
 
 Times
   stem        the stem's conv + ReLU6 on a channels-last fp32 batch under autocast: cuDNN
@@ -16,7 +16,11 @@ and for each stage of the arch (the map of benchmark_vmisa.py's block)
               (BLOCK_T, CP, BLOCK_D, warps) of a grid;
   gemm        the GEMM pair after the depthwise conv: pass 1's (BLOCK_M, BLOCK_N, BLOCK_K,
               warps, stages) over a grid with pass 2 at its default, then pass 2's (its BLOCK_N:
-              the columns of C per program, all of C or a part).
+              the columns of C per program, all of C or a part);
+  split       (not a sweep) the kernels after the depthwise conv at the model's tiles, kernel
+              by kernel (torch.profiler), beside yardsticks: cuBLAS GEMMs of the GEMM pair's
+              two shapes without the element-wise work the passes fuse (pass 1: M x C times
+              C x 2D, M = B*H*W tokens; pass 2: M x D times D x C) and a copy of an M x D tensor.
 Each row has its median GPU time (CUDA events around the replay of a CUDA graph of the calls:
 no Python launch overhead), its bandwidth for the stem and the dwconv (input + output bytes)
 and its max abs difference to the PyTorch path. The winners are what ``STEM_TILE``,
@@ -38,8 +42,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mmvminet.models import VMINet, vmisa_triton  # noqa: E402
-from tools.analysis.benchmark import (DTYPES, environment, seconds_per_call,  # noqa: E402
-                                      write_json)
+from tools.analysis.benchmark import (DTYPES, environment, profile_steps,  # noqa: E402
+                                      seconds_per_call, write_json)
 from tools.analysis.benchmark_vmisa import (add_block_arguments, copy_bandwidth,  # noqa: E402
                                             stage_input)
 
@@ -218,6 +222,30 @@ def gemm_rows(block, x, u, reference, args):
     return rows
 
 
+def split_rows(block, x, u, args):
+    """The kernels after the depthwise conv at the model's tiles, each with its GPU time per
+    call (rows of impl = the kernel's name; the eager call's weight casts included, which a
+    compiled model folds away), and the yardsticks of ``split`` in the module docstring."""
+    rows = [dict(kind='split', impl=k['name'][:60], us=k['ms_per_step'] * 1e3,
+                 calls=k['calls_per_step'])
+            for k in profile_steps(lambda: block.fused_forward(x, u), args.iters, 'cuda')]
+    b, c, h, w = x.shape
+    tokens, hidden = b * h * w, block.out_proj.in_channels
+
+    def operand(*shape):
+        return torch.randn(*shape, device='cuda', dtype=u.dtype)
+
+    yardsticks = {'cublas_pass1_shape': (operand(tokens, c), operand(c, 2 * hidden)),
+                  'cublas_pass2_shape': (operand(tokens, hidden), operand(hidden, c))}
+    for name, (left, right) in yardsticks.items():
+        rows.append(dict(kind='split', impl=name,
+                         us=gpu_seconds_per_call(lambda: left @ right, args) * 1e6))
+    a = operand(tokens, hidden)
+    rows.append(dict(kind='split', impl='copy_MxD',
+                     us=gpu_seconds_per_call(lambda: a.clone(), args) * 1e6))
+    return rows
+
+
 def print_rows(title, rows, kinds):
     """The 6 fastest rows of each kind, then the baselines and the defaults."""
     print(title)
@@ -273,9 +301,11 @@ def main(argv=None):
                 rows += fused_rows(block, x, u, reference, args)
             if 'gemm' in args.what:
                 rows += gemm_rows(block, x, u, reference, args)
+            if 'split' in args.what:
+                rows += split_rows(block, x, u, args)
         result['stages'].append(dict(stage=stage, channels=channels, map=[size, size], rows=rows))
         print_rows(f'stage {stage}: C={channels}, {size}x{size}', rows,
-                   ('dwconv', 'fused', 'gemm'))
+                   ('dwconv', 'fused', 'gemm', 'split'))
         write_json(args.out, result)
     return result
 

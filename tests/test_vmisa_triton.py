@@ -405,6 +405,14 @@ def test_block_benchmark_and_tuning_need_cuda(capsys, tool):
     assert 'needs a CUDA device' in capsys.readouterr().err
 
 
+def test_tuning_rejects_unknown_parts(capsys):
+    from tool_scripts import load_tool
+    tune = load_tool('analysis/tune_vmisa_kernels.py')
+    with pytest.raises(SystemExit):
+        tune.parse_args(['--what', 'gemm,splits'])
+    assert '--what: unknown splits; valid: stem,dwconv,fused,gemm,split' in capsys.readouterr().err
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_gpu_tuning_sweeps_the_kernels(tmp_path):

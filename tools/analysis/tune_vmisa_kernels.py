@@ -259,17 +259,24 @@ def print_rows(title, rows, kinds):
                   f"{r['us']:8.1f} us {extra} diff {r.get('max_abs_diff', 0):.3g}", flush=True)
 
 
+WHAT = ('stem', 'dwconv', 'fused', 'gemm', 'split')
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_block_arguments(parser)
     parser.add_argument('--stages', default='0,1,2,3')
-    parser.add_argument('--what', default='stem,dwconv,fused,gemm')
+    parser.add_argument('--what', default='stem,dwconv,fused,gemm',
+                        help=f'comma-separated, of {",".join(WHAT)} (default: all but split)')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--max-seconds', type=float, default=600)
     parser.add_argument('--out', default='tune_vmisa_kernels.json')
     args = parser.parse_args(argv)
+    unknown = set(args.what.split(',')) - set(WHAT)
+    if unknown:
+        parser.error(f'--what: unknown {", ".join(sorted(unknown))}; valid: {",".join(WHAT)}')
     if not torch.cuda.is_available() or vmisa_triton.triton is None:
         parser.error('needs a CUDA device and Triton')
     args.device = 'cuda'

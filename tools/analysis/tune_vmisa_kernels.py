@@ -240,7 +240,7 @@ def split_rows(block, x, u, args):
     for name, (left, right) in yardsticks.items():
         rows.append(dict(kind='split', impl=name,
                          us=gpu_seconds_per_call(lambda: left @ right, args) * 1e6))
-    a = operand(tokens, hidden)
+    a = yardsticks['cublas_pass2_shape'][0]  # an M x D tensor
     rows.append(dict(kind='split', impl='copy_MxD',
                      us=gpu_seconds_per_call(lambda: a.clone(), args) * 1e6))
     return rows

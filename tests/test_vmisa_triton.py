@@ -43,14 +43,15 @@ def block(channels, kind, form='matrix'):
 
 
 results = {}
-# (C, H, W): the fused pair on 135 tokens in two tiles with D = 48 < L; 58 tokens with D = 80
-# > L in three D steps; 150 tokens in three tiles of the C = 80 tiles, D = 160 > L. C >
-# FUSED_MAX_CHANNELS: the GEMM pair, its token tiles spanning 3 images of 12 tokens (C = 112)
-# and 2 of 35 (C = 128); C = 104 (not a multiple of 16): the PyTorch path after the
-# depthwise kernel
+# (C, H, W): the fused pair on 135 tokens in three spans of a tile, D = 48 < L, C = 24 as 16
+# + 16 columns (8 masked); 58 tokens with D = 80 > L in three D steps, C = 40 as 32 + 16;
+# 300 tokens in three spans of two tiles, C = 64 in one part. C > FUSED_MAX_CHANNELS: the GEMM
+# pair, 150 tokens in three tiles at C = 80, D = 160 > L; its token tiles spanning 3 images of
+# 12 tokens (C = 112) and 2 of 35 (C = 128); C = 104 (not a multiple of 16): the PyTorch path
+# after the depthwise kernel
 for kind in vmisa_triton.MASK_IDS:
-    for channels, h, w in [(24, 9, 15), (40, 2, 29), (80, 5, 30), (112, 4, 3), (128, 5, 7),
-                           (104, 3, 5)]:
+    for channels, h, w in [(24, 9, 15), (40, 2, 29), (64, 10, 30), (80, 5, 30), (112, 4, 3),
+                           (128, 5, 7), (104, 3, 5)]:
         blk = block(channels, kind)
         x = torch.randn(2, channels, h, w).to(memory_format=torch.channels_last)
         with torch.no_grad():
@@ -159,7 +160,7 @@ def interpreted():
 @pytest.mark.parametrize('kind', list(vmisa_triton.MASK_IDS))
 def test_interpreted_kernels_match_pytorch(interpreted, kind):
     cases = {k: v for k, v in interpreted.items() if k.startswith(kind + '/')}
-    assert len(cases) == 6
+    assert len(cases) == 7
     for name, case in cases.items():
         channels, hw = name.split('/')[1:]
         wide = int(channels) > vmisa_triton.FUSED_MAX_CHANNELS

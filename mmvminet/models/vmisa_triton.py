@@ -9,10 +9,12 @@ channels-last: a (B, C, H, W) tensor whose memory is (B, H*W, C), so a tile of t
 (tokens, C) matrix and the projections are tensor-core dots.
 
 Narrow blocks (C <= FUSED_MAX_CHANNELS), the fused pair: Q, K, Q*K and Y never leave the chip,
-at the cost of computing Q and K twice (traffic 4 N C: u twice, x, out):
+at the cost of computing Q and K twice (traffic 4 N C: u twice, x, out). A program takes a
+span of one image's tokens, loads the (small) weights into shared memory once and walks the
+span in pipelined tiles:
 
-    pass 1  (_context_kernel): read u, Q = ReLU6(W1 u), K = W2 u on chip, and per tile of tokens
-            the partial context sum_t alpha_t M_t (Q*K)_t                      -> (B, tiles, D)
+    pass 1  (_context_kernel): read u, Q = ReLU6(W1 u), K = W2 u on chip, and per span the
+            partial context sum_t alpha_t M_t (Q*K)_t                          -> (B, spans, D)
     pass 2  (_output_kernel):  read u and x, recompute Q*K, Y = ReLU6(w_ctx c + w_loc Q*K),
             out = x + W3 Y + b3                                                -> (B, H, W, C)
 
@@ -37,6 +39,7 @@ ops ``mmvminet::vmisa_fused``, ``mmvminet::depthwise_conv`` and ``mmvminet::stem
 torch.compile traces through them. Without Triton (CPU, CI) ``available()`` is False and the
 model keeps its PyTorch path; with TRITON_INTERPRET=1 the kernels run on the CPU (tests).
 """
+import functools
 import os
 
 import torch
@@ -93,65 +96,144 @@ if triton is not None:
         return m
 
     @triton.jit
-    def _qk_tile(u, w_ptr, b_ptr, c, n, C, D, PRECISION: tl.constexpr):
-        """(Q*K) of a token tile: u (T, CP) -> ReLU6(u W1^T + b1) * (u W2^T + b2), (T, BD) fp32.
-        w_ptr is the merged (2D, C) weight, rows [0, D) for Q and [D, 2D) for K."""
-        w_mask = (c[:, None] < C) & (n[None, :] < D)
-        wq = tl.load(w_ptr + n[None, :] * C + c[:, None], mask=w_mask, other=0.)
-        wk = tl.load(w_ptr + (n[None, :] + D) * C + c[:, None], mask=w_mask, other=0.)
-        bq = tl.load(b_ptr + n, mask=n < D, other=0.).to(tl.float32)
-        bk = tl.load(b_ptr + D + n, mask=n < D, other=0.).to(tl.float32)
-        q = tl.dot(u, wq, input_precision=PRECISION) + bq[None, :]
-        k = tl.dot(u, wk, input_precision=PRECISION) + bk[None, :]
+    def _load_columns(ptr, rows, row_ok, c0, WIDTH: tl.constexpr, C: tl.constexpr):
+        """(T, WIDTH) tile of a (tokens, C) matrix: columns c0 .. c0 + WIDTH (zeros past C)
+        of the rows at element offsets rows (T,)."""
+        c = c0 + tl.arange(0, WIDTH)
+        return tl.load(ptr + rows[:, None] + c[None, :],
+                       mask=row_ok[:, None] & (c < C)[None, :], other=0.)
+
+    @triton.jit
+    def _transposed_tile(w_ptr, r0, c0, ROWS: tl.constexpr, COLS: tl.constexpr, R, C):
+        """(COLS, ROWS) tile of W^T for a row-major (R, C) weight W: rows r0.., columns c0..,
+        zeros past its edges."""
+        r = r0 + tl.arange(0, ROWS)
+        c = c0 + tl.arange(0, COLS)
+        return tl.load(w_ptr + r[None, :] * C + c[:, None],
+                       mask=(r < R)[None, :] & (c < C)[:, None], other=0.)
+
+    @triton.jit
+    def _qk_weights(w_ptr, b_ptr, C: tl.constexpr, D: tl.constexpr, CA: tl.constexpr,
+                    CB: tl.constexpr, HAS_B: tl.constexpr, BLOCK_D: tl.constexpr):
+        """The merged (2D, C) weight as tuples of W1^T and W2^T tiles, two per BLOCK_D chunk
+        of D: channels [0, CA) and [CA, CA + CB) (the second a repeat of the first where
+        C <= CA), and the biases per chunk (fp32). Loaded once per program: the tiles stay in
+        shared memory for all its tokens."""
+        wq, wk, bq, bk = (), (), (), ()
+        for j in tl.static_range((D + BLOCK_D - 1) // BLOCK_D):
+            wq += (_transposed_tile(w_ptr, j * BLOCK_D, 0, BLOCK_D, CA, D, C), )
+            wk += (_transposed_tile(w_ptr + D * C, j * BLOCK_D, 0, BLOCK_D, CA, D, C), )
+            if HAS_B:
+                wq += (_transposed_tile(w_ptr, j * BLOCK_D, CA, BLOCK_D, CB, D, C), )
+                wk += (_transposed_tile(w_ptr + D * C, j * BLOCK_D, CA, BLOCK_D, CB, D, C), )
+            else:
+                wq += (wq[2 * j], )
+                wk += (wk[2 * j], )
+            n = j * BLOCK_D + tl.arange(0, BLOCK_D)
+            bq += (tl.load(b_ptr + n, mask=n < D, other=0.).to(tl.float32), )
+            bk += (tl.load(b_ptr + D + n, mask=n < D, other=0.).to(tl.float32), )
+        return wq, wk, bq, bk
+
+    @triton.jit
+    def _qk_chunk(ua, ub, wq, wk, bq, bk, j: tl.constexpr, HAS_B: tl.constexpr,
+                  PRECISION: tl.constexpr):
+        """(Q*K) of a token tile for chunk j of D: ReLU6(u W1^T + b1) * (u W2^T + b2),
+        (T, BLOCK_D) fp32, u given as its channel parts ua (T, CA) and ub (T, CB)."""
+        q = tl.dot(ua, wq[2 * j], input_precision=PRECISION)
+        k = tl.dot(ua, wk[2 * j], input_precision=PRECISION)
+        if HAS_B:
+            q = tl.dot(ub, wq[2 * j + 1], q, input_precision=PRECISION)
+            k = tl.dot(ub, wk[2 * j + 1], k, input_precision=PRECISION)
+        q += bq[j][None, :]
+        k += bk[j][None, :]
         return tl.minimum(tl.maximum(q, 0.), 6.) * k
 
     @triton.jit
-    def _context_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, partial_ptr, L, band,
+    def _context_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, partial_ptr, L, band, span,
                         C: tl.constexpr, D: tl.constexpr, MASK: tl.constexpr,
-                        BLOCK_T: tl.constexpr, CP: tl.constexpr, BLOCK_D: tl.constexpr,
+                        BLOCK_T: tl.constexpr, CA: tl.constexpr, CB: tl.constexpr,
+                        HAS_B: tl.constexpr, BLOCK_D: tl.constexpr, STAGES: tl.constexpr,
                         PRECISION: tl.constexpr):
-        """partial[b, tile, :] = sum over the tile's tokens t of alpha_t M_t (Q*K)_t."""
-        pid_b = tl.program_id(0).to(tl.int64)
-        tile = tl.program_id(1)
-        t = tile * BLOCK_T + tl.arange(0, BLOCK_T)
-        c = tl.arange(0, CP)
-        u = tl.load(u_ptr + pid_b * L * C + t[:, None] * C + c[None, :],
-                    mask=(t[:, None] < L) & (c[None, :] < C), other=0.)
-        alpha = tl.load(alpha_ptr + t, mask=t < L, other=0.).to(tl.float32)
-        out_row = partial_ptr + (pid_b * tl.num_programs(1) + tile) * D
-        for d0 in range(0, D, BLOCK_D):
-            n = d0 + tl.arange(0, BLOCK_D)
-            a = _qk_tile(u, w_ptr, b_ptr, c, n, C, D, PRECISION)
-            weight = tl.where(_mask(t[:, None], n[None, :], band, MASK), alpha[:, None], 0.)
-            tl.store(out_row + n, tl.sum(a * weight, axis=0), mask=n < D)
+        """partial[g, s, :] = sum over tokens t in [s span, (s + 1) span) of image g of
+        alpha_t M_t (Q*K)_t: program (g, s) walks its span in BLOCK_T tiles, adding
+        alpha M (Q*K) into (BLOCK_T, BLOCK_D) accumulators, and sums their rows once at the
+        end (a sum across threads per tile cost more than the tile's dots)."""
+        CHUNKS: tl.constexpr = (D + BLOCK_D - 1) // BLOCK_D
+        wq, wk, bq, bk = _qk_weights(w_ptr, b_ptr, C, D, CA, CB, HAS_B, BLOCK_D)
+        g = tl.program_id(0).to(tl.int64)
+        start = tl.program_id(1) * span
+        end = tl.minimum(start + span, L)
+        sums = (tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32), ) * CHUNKS
+        for t0 in tl.range(start, end, BLOCK_T, num_stages=STAGES):
+            t = t0 + tl.arange(0, BLOCK_T)
+            ok = t < end
+            rows = (g * L + t) * C
+            ua = _load_columns(u_ptr, rows, ok, 0, CA, C)
+            ub = _load_columns(u_ptr, rows, ok, CA, CB, C) if HAS_B else ua
+            alpha = tl.load(alpha_ptr + t, mask=ok, other=0.).to(tl.float32)
+            added = ()
+            for j in tl.static_range(CHUNKS):
+                n = j * BLOCK_D + tl.arange(0, BLOCK_D)
+                a = _qk_chunk(ua, ub, wq, wk, bq, bk, j, HAS_B, PRECISION)
+                weight = tl.where(_mask(t[:, None], n[None, :], band, MASK), alpha[:, None], 0.)
+                added += (sums[j] + a * weight, )
+            sums = added
+        out_row = partial_ptr + (g * tl.num_programs(1) + tl.program_id(1)) * D
+        for j in tl.static_range(CHUNKS):
+            n = j * BLOCK_D + tl.arange(0, BLOCK_D)
+            tl.store(out_row + n, tl.sum(sums[j], axis=0), mask=n < D)
 
     @triton.jit
-    def _output_kernel(u_ptr, x_ptr, out_ptr, w_ptr, b_ptr, ctx_ptr, w3_ptr, b3_ptr,
-                       mix_ptr, L, C: tl.constexpr, D: tl.constexpr,
-                       BLOCK_T: tl.constexpr, CP: tl.constexpr, BLOCK_D: tl.constexpr,
-                       PRECISION: tl.constexpr):
-        """out = x + W3 ReLU6(w_ctx c + w_loc (Q*K)) + b3 for a tile of tokens (Eq. 10)."""
-        pid_b = tl.program_id(0).to(tl.int64)
-        t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
-        c = tl.arange(0, CP)
-        offsets = pid_b * L * C + t[:, None] * C + c[None, :]
-        tile_mask = (t[:, None] < L) & (c[None, :] < C)
-        u = tl.load(u_ptr + offsets, mask=tile_mask, other=0.)
+    def _output_kernel(u_ptr, x_ptr, out_ptr, w_ptr, b_ptr, ctx_ptr, w3_ptr, b3_ptr, mix_ptr,
+                       L, span, C: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr,
+                       CA: tl.constexpr, CB: tl.constexpr, HAS_B: tl.constexpr,
+                       BLOCK_D: tl.constexpr, STAGES: tl.constexpr, PRECISION: tl.constexpr):
+        """out = x + W3 ReLU6(w_ctx c + w_loc (Q*K)) + b3 (Eq. 10) for the tokens
+        [s span, (s + 1) span) of image g, program (g, s), in BLOCK_T tiles; out's channels
+        in the parts [0, CA) and [CA, CA + CB) as for u."""
+        CHUNKS: tl.constexpr = (D + BLOCK_D - 1) // BLOCK_D
+        wq, wk, bq, bk = _qk_weights(w_ptr, b_ptr, C, D, CA, CB, HAS_B, BLOCK_D)
+        g = tl.program_id(0).to(tl.int64)
         w_ctx = tl.load(mix_ptr)
         w_loc = tl.load(mix_ptr + 1)
-        acc = tl.zeros((BLOCK_T, CP), dtype=tl.float32)
-        for d0 in range(0, D, BLOCK_D):
-            n = d0 + tl.arange(0, BLOCK_D)
-            a = _qk_tile(u, w_ptr, b_ptr, c, n, C, D, PRECISION)
-            ctx = tl.load(ctx_ptr + pid_b * D + n, mask=n < D, other=0.)
-            y = tl.minimum(tl.maximum(w_ctx * ctx[None, :] + w_loc * a, 0.), 6.)
-            w3 = tl.load(w3_ptr + c[None, :] * D + n[:, None],
-                         mask=(n[:, None] < D) & (c[None, :] < C), other=0.)
-            acc += tl.dot(y.to(u.dtype), w3, input_precision=PRECISION)
-        b3 = tl.load(b3_ptr + c, mask=c < C, other=0.).to(tl.float32)
-        x = tl.load(x_ptr + offsets, mask=tile_mask, other=0.).to(tl.float32)
-        tl.store(out_ptr + offsets, (x + acc + b3[None, :]).to(out_ptr.dtype.element_ty),
-                 mask=tile_mask)
+        w3, ctx = (), ()
+        for j in tl.static_range(CHUNKS):  # (BLOCK_D, CA) and (BLOCK_D, CB) tiles of W3^T
+            w3 += (_transposed_tile(w3_ptr, 0, j * BLOCK_D, CA, BLOCK_D, C, D), )
+            if HAS_B:
+                w3 += (_transposed_tile(w3_ptr, CA, j * BLOCK_D, CB, BLOCK_D, C, D), )
+            else:
+                w3 += (w3[2 * j], )
+            n = j * BLOCK_D + tl.arange(0, BLOCK_D)
+            ctx += (w_ctx * tl.load(ctx_ptr + g * D + n, mask=n < D, other=0.), )
+        ca = tl.arange(0, CA)
+        cb = CA + tl.arange(0, CB)
+        b3a = tl.load(b3_ptr + ca, mask=ca < C, other=0.).to(tl.float32)
+        b3b = tl.load(b3_ptr + cb, mask=cb < C, other=0.).to(tl.float32)
+        start = tl.program_id(1) * span
+        end = tl.minimum(start + span, L)
+        for t0 in tl.range(start, end, BLOCK_T, num_stages=STAGES):
+            t = t0 + tl.arange(0, BLOCK_T)
+            ok = t < end
+            rows = (g * L + t) * C
+            ua = _load_columns(u_ptr, rows, ok, 0, CA, C)
+            ub = _load_columns(u_ptr, rows, ok, CA, CB, C) if HAS_B else ua
+            acc_a = tl.zeros((BLOCK_T, CA), dtype=tl.float32)
+            acc_b = tl.zeros((BLOCK_T, CB), dtype=tl.float32)
+            for j in tl.static_range(CHUNKS):
+                a = _qk_chunk(ua, ub, wq, wk, bq, bk, j, HAS_B, PRECISION)
+                y = tl.minimum(tl.maximum(ctx[j][None, :] + w_loc * a, 0.), 6.).to(ua.dtype)
+                acc_a = tl.dot(y, w3[2 * j], acc_a, input_precision=PRECISION)
+                if HAS_B:
+                    acc_b = tl.dot(y, w3[2 * j + 1], acc_b, input_precision=PRECISION)
+            x = _load_columns(x_ptr, rows, ok, 0, CA, C).to(tl.float32)
+            tl.store(out_ptr + rows[:, None] + ca[None, :],
+                     (x + acc_a + b3a[None, :]).to(out_ptr.dtype.element_ty),
+                     mask=ok[:, None] & (ca < C)[None, :])
+            if HAS_B:
+                x = _load_columns(x_ptr, rows, ok, CA, CB, C).to(tl.float32)
+                tl.store(out_ptr + rows[:, None] + cb[None, :],
+                         (x + acc_b + b3b[None, :]).to(out_ptr.dtype.element_ty),
+                         mask=ok[:, None] & (cb < C)[None, :])
 
     @triton.jit
     def _qk_gemm_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, a_ptr, partial_ptr, M, L, band,
@@ -374,39 +456,56 @@ def _pow2_at_least(n: int) -> int:
 
 
 def _blocks(channels: int):
-    """(tokens per tile, padded C, channels of D per step, warps) for C channels: the fastest
-    tiles of tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages (H100, batch 256, bf16;
-    docs/benchmarks/tune_vmisa_kernels_h100.json)."""
-    cp = _pow2_at_least(channels)
-    if cp <= 64:
-        return 128, cp, 32, 4
-    if cp <= 128:
-        return 64, cp, 32, 4
-    if cp <= 256:
-        return 128, cp, 32, 8
-    return 32, cp, 32, 4
+    """(BLOCK_T tokens per tile, BLOCK_D channels of D per step, warps, pipeline stages,
+    programs per SM) of the fused pair: the fastest of tools/analysis/tune_vmisa_kernels.py on
+    VMINet-XS's stage 0 (H200, batch 256, bf16, C = 48; tune_fused_segments_h200.json)."""
+    return 64, 32, 4, 3, 2
+
+
+def _channel_parts(channels: int):
+    """C as the fused pair's two column parts (CA, CB, HAS_B): CA the largest power of two
+    <= C (at least 16, tl.dot's least side), CB a power of two >= 16 covering the rest
+    (masked past C) where HAS_B; so C = 48 runs as 32 + 16 instead of 64 padded."""
+    ca = max(16, 1 << (channels.bit_length() - 1))
+    rest = channels - ca
+    return ca, max(16, 1 << max(rest - 1, 0).bit_length()), rest > 0
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    """The SMs of a CUDA device (4 under the interpreter: several spans per image in tests)."""
+    if device.type != 'cuda':
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, mixing, out_weight, out_bias, mask_id,
                       blocks, wrap=True):
-    """The kernels with tiles blocks = (BLOCK_T, CP, BLOCK_D, warps) (see ``_blocks``)."""
+    """The fused pair with tiles blocks = (BLOCK_T, BLOCK_D, warps, stages, programs per SM)
+    (see ``_blocks``). Each image's tokens are cut into spans of whole tiles, as few as keep
+    about ``programs per SM`` programs on every SM, so that a program loads the weights once
+    for many tiles and pipelines the loads of its tiles."""
     b, c, h, w = x.shape
     num_tokens, hidden = h * w, qk_bias.numel() // 2
-    block_t, cp, block_d, warps = blocks
+    block_t, block_d, warps, stages, per_sm = blocks
+    ca, cb, has_b = _channel_parts(c)
     precision = 'ieee' if u.dtype == torch.float32 else 'tf32'
     tiles = triton.cdiv(num_tokens, block_t)
+    spans = min(tiles, triton.cdiv(per_sm * _multiprocessors(x.device), b))
+    span = triton.cdiv(tiles, spans) * block_t
+    grid = (b, triton.cdiv(num_tokens, span))
     # channels-last memory of (B, C, H, W) is (B, H*W, C); .contiguous() copies only otherwise
     u = u.permute(0, 2, 3, 1).contiguous()
     x = x.permute(0, 2, 3, 1).contiguous()
-    partial = torch.empty(b, tiles, hidden, device=x.device, dtype=torch.float32)
-    _launch(_context_kernel, (b, tiles), u, qk_weight, qk_bias, alpha, partial, num_tokens,
-            min(num_tokens, hidden), C=c, D=hidden, MASK=mask_id, BLOCK_T=block_t, CP=cp,
-            BLOCK_D=block_d, PRECISION=precision, num_warps=warps, wrap=wrap)
+    meta = dict(C=c, D=hidden, BLOCK_T=block_t, CA=ca, CB=cb, HAS_B=has_b, BLOCK_D=block_d,
+                STAGES=stages, PRECISION=precision, num_warps=warps, wrap=wrap)
+    partial = torch.empty(b, grid[1], hidden, device=x.device, dtype=torch.float32)
+    _launch(_context_kernel, grid, u, qk_weight, qk_bias, alpha, partial, num_tokens,
+            min(num_tokens, hidden), span, MASK=mask_id, **meta)
     context = partial.sum(1)  # (B, D), fp32: a fixed order, so runs repeat bit for bit
     out = torch.empty_like(x)
-    _launch(_output_kernel, (b, tiles), u, x, out, qk_weight, qk_bias, context, out_weight,
-            out_bias, mixing, num_tokens, C=c, D=hidden, BLOCK_T=block_t, CP=cp,
-            BLOCK_D=block_d, PRECISION=precision, num_warps=warps, wrap=wrap)
+    _launch(_output_kernel, grid, u, x, out, qk_weight, qk_bias, context, out_weight,
+            out_bias, mixing, num_tokens, span, **meta)
     return out.permute(0, 3, 1, 2)
 
 
@@ -514,7 +613,7 @@ def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tens
             out_weight.reshape(out_weight.shape[0], -1).to(dtype).contiguous(),
             out_bias.to(dtype).contiguous(), MASK_IDS[mask_kind])
     if blocks is not None:
-        impl = _vmisa_fused_impl if len(blocks) == 4 else _vmisa_gemm_impl
+        impl = _vmisa_gemm_impl if len(blocks) == 2 else _vmisa_fused_impl
         return impl(*args, blocks, wrap=False)
     # the interpreter runs kernels eagerly on CPU tensors, outside the custom op
     return (_vmisa_fused if INTERPRET else _vmisa_fused_op)(*args)

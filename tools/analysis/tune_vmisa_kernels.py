@@ -13,7 +13,7 @@ and for each stage of the arch (the map of benchmark_vmisa.py's block)
               the Triton kernel at every (ROWS, BLOCK_W, BLOCK_C, warps) of a grid and at its
               default tiles;
   fused       the two fused VMI-SA kernels after the depthwise conv at every
-              (BLOCK_T, CP, BLOCK_D, warps) of a grid;
+              (BLOCK_T, BLOCK_D, warps, stages, programs per SM) of a grid;
   gemm        the GEMM pair after the depthwise conv: pass 1's (BLOCK_M, BLOCK_N, BLOCK_K,
               warps, stages) over a grid with pass 2 at its default, then pass 2's (its BLOCK_N:
               the columns of C per program, all of C or a part);
@@ -172,12 +172,11 @@ def tile_row(block, x, u, reference, blocks, args, **fields) -> dict:
 
 
 def fused_rows(block, x, u, reference, args):
+    """The fused pair at tiles (BLOCK_T, BLOCK_D, warps, stages, programs per SM)."""
     rows = []
-    cp = vmisa_triton._pow2_at_least(x.shape[1])
-    for block_t, block_d, warps in itertools.product((32, 64, 128), (32, 64), (4, 8)):
+    for config in itertools.product((32, 64, 128), (32, 64), (4, 8), (2, 3), (1, 2)):
         if time.monotonic() > args.deadline:
             break
-        config = (block_t, cp, block_d, warps)
         rows.append(tile_row(block, x, u, reference, config, args, kind='fused',
                              config=list(config)))
     rows.append(dict(kind='fused', config='default',

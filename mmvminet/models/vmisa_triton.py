@@ -457,8 +457,10 @@ def _pow2_at_least(n: int) -> int:
 
 def _blocks(channels: int):
     """(BLOCK_T tokens per tile, BLOCK_D channels of D per step, warps, pipeline stages,
-    programs per SM) of the fused pair: the fastest of tools/analysis/tune_vmisa_kernels.py on
-    VMINet-XS's stage 0 (H200, batch 256, bf16, C = 48; tune_fused_segments_h200.json)."""
+    programs per SM) of the fused pair: within 3% of the fastest of
+    tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stage 0 (H200, batch 256, bf16, C = 48;
+    tune_fused_segments_h200.json), whose 1 program per SM would leave SMs half-filled when few
+    images are cut into spans (detection's batches of 2)."""
     return 64, 32, 4, 3, 2
 
 

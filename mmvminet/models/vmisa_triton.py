@@ -156,8 +156,8 @@ if triton is not None:
                         PRECISION: tl.constexpr):
         """partial[g, s, :] = sum over tokens t in [s span, (s + 1) span) of image g of
         alpha_t M_t (Q*K)_t: program (g, s) walks its span in BLOCK_T tiles, adding
-        alpha M (Q*K) into (BLOCK_T, BLOCK_D) accumulators, and sums their rows once at the
-        end (a sum across threads per tile cost more than the tile's dots)."""
+        alpha M (Q*K) into (BLOCK_T, BLOCK_D) accumulators, and sums their rows across
+        threads once at the end instead of once per tile."""
         CHUNKS: tl.constexpr = (D + BLOCK_D - 1) // BLOCK_D
         wq, wk, bq, bk = _qk_weights(w_ptr, b_ptr, C, D, CA, CB, HAS_B, BLOCK_D)
         g = tl.program_id(0).to(tl.int64)

@@ -149,6 +149,29 @@ if triton is not None:
         return tl.minimum(tl.maximum(q, 0.), 6.) * k
 
     @triton.jit
+    def _span_tile(u_ptr, g, L, t0, end, C: tl.constexpr, BLOCK_T: tl.constexpr,
+                   CA: tl.constexpr, CB: tl.constexpr, HAS_B: tl.constexpr):
+        """The tile of image g's tokens t0 .. t0 + BLOCK_T (those before end): token indices
+        t (BLOCK_T,), their mask, their element offsets in the (tokens, C) matrices, and u's
+        channel parts ua (BLOCK_T, CA), ub (BLOCK_T, CB) (ua again where not HAS_B)."""
+        t = t0 + tl.arange(0, BLOCK_T)
+        ok = t < end
+        rows = (g * L + t) * C
+        ua = _load_columns(u_ptr, rows, ok, 0, CA, C)
+        ub = _load_columns(u_ptr, rows, ok, CA, CB, C) if HAS_B else ua
+        return t, ok, rows, ua, ub
+
+    @triton.jit
+    def _store_residual(x_ptr, out_ptr, rows, ok, acc, bias, c0, WIDTH: tl.constexpr,
+                        C: tl.constexpr):
+        """out = x + acc + bias on columns c0 .. c0 + WIDTH (those before C) of the rows."""
+        c = c0 + tl.arange(0, WIDTH)
+        x = _load_columns(x_ptr, rows, ok, c0, WIDTH, C).to(tl.float32)
+        tl.store(out_ptr + rows[:, None] + c[None, :],
+                 (x + acc + bias[None, :]).to(out_ptr.dtype.element_ty),
+                 mask=ok[:, None] & (c < C)[None, :])
+
+    @triton.jit
     def _context_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, partial_ptr, L, band, span,
                         C: tl.constexpr, D: tl.constexpr, MASK: tl.constexpr,
                         BLOCK_T: tl.constexpr, CA: tl.constexpr, CB: tl.constexpr,
@@ -165,11 +188,7 @@ if triton is not None:
         end = tl.minimum(start + span, L)
         sums = (tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32), ) * CHUNKS
         for t0 in tl.range(start, end, BLOCK_T, num_stages=STAGES):
-            t = t0 + tl.arange(0, BLOCK_T)
-            ok = t < end
-            rows = (g * L + t) * C
-            ua = _load_columns(u_ptr, rows, ok, 0, CA, C)
-            ub = _load_columns(u_ptr, rows, ok, CA, CB, C) if HAS_B else ua
+            t, ok, rows, ua, ub = _span_tile(u_ptr, g, L, t0, end, C, BLOCK_T, CA, CB, HAS_B)
             alpha = tl.load(alpha_ptr + t, mask=ok, other=0.).to(tl.float32)
             added = ()
             for j in tl.static_range(CHUNKS):
@@ -212,11 +231,7 @@ if triton is not None:
         start = tl.program_id(1) * span
         end = tl.minimum(start + span, L)
         for t0 in tl.range(start, end, BLOCK_T, num_stages=STAGES):
-            t = t0 + tl.arange(0, BLOCK_T)
-            ok = t < end
-            rows = (g * L + t) * C
-            ua = _load_columns(u_ptr, rows, ok, 0, CA, C)
-            ub = _load_columns(u_ptr, rows, ok, CA, CB, C) if HAS_B else ua
+            t, ok, rows, ua, ub = _span_tile(u_ptr, g, L, t0, end, C, BLOCK_T, CA, CB, HAS_B)
             acc_a = tl.zeros((BLOCK_T, CA), dtype=tl.float32)
             acc_b = tl.zeros((BLOCK_T, CB), dtype=tl.float32)
             for j in tl.static_range(CHUNKS):
@@ -225,15 +240,9 @@ if triton is not None:
                 acc_a = tl.dot(y, w3[2 * j], acc_a, input_precision=PRECISION)
                 if HAS_B:
                     acc_b = tl.dot(y, w3[2 * j + 1], acc_b, input_precision=PRECISION)
-            x = _load_columns(x_ptr, rows, ok, 0, CA, C).to(tl.float32)
-            tl.store(out_ptr + rows[:, None] + ca[None, :],
-                     (x + acc_a + b3a[None, :]).to(out_ptr.dtype.element_ty),
-                     mask=ok[:, None] & (ca < C)[None, :])
+            _store_residual(x_ptr, out_ptr, rows, ok, acc_a, b3a, 0, CA, C)
             if HAS_B:
-                x = _load_columns(x_ptr, rows, ok, CA, CB, C).to(tl.float32)
-                tl.store(out_ptr + rows[:, None] + cb[None, :],
-                         (x + acc_b + b3b[None, :]).to(out_ptr.dtype.element_ty),
-                         mask=ok[:, None] & (cb < C)[None, :])
+                _store_residual(x_ptr, out_ptr, rows, ok, acc_b, b3b, CA, CB, C)
 
     @triton.jit
     def _qk_gemm_kernel(u_ptr, w_ptr, b_ptr, alpha_ptr, a_ptr, partial_ptr, M, L, band,

@@ -23,9 +23,10 @@ import json
 import torch
 from mmvminet.models import VMISA, vmisa_triton
 
-calls, dw_calls, gemm_calls = [], [], []
+calls, dw_calls, gemm_calls, conv_calls = [], [], [], []
 fused, depthwise = vmisa_triton._vmisa_fused, vmisa_triton._depthwise_conv
-gemm = vmisa_triton._vmisa_gemm_impl
+gemm, conv = vmisa_triton._vmisa_gemm_impl, vmisa_triton._conv
+vmisa_triton._conv = lambda *args: conv_calls.append(1) or conv(*args)
 vmisa_triton._vmisa_fused = lambda *args: calls.append(1) or fused(*args)
 vmisa_triton._vmisa_gemm_impl = lambda *args, **kw: gemm_calls.append(1) or gemm(*args, **kw)
 vmisa_triton._depthwise_conv = lambda *args: dw_calls.append(1) or depthwise(*args)
@@ -122,6 +123,28 @@ for cout, h, w, k, stride, channels_last, dtype in [
         dtype=str(out.dtype).split('.')[-1],
         channels_last=out.is_contiguous(memory_format=torch.channels_last))
 results['stem'] = stem
+# the conv kernel (the downsamplers' conv + bias) against conv2d, fp32: COUT not a power of two
+# (masked columns), CIN not a multiple of BLOCK_K (a masked last chunk), an NCHW input
+# (copied), odd sizes, a 5x5 stride-1 conv; the default tiles, and small tiles over several
+# chunks, pixel tiles and column tiles
+convs = {}
+for cin, cout, h, w, k, stride, channels_last, config in [
+        (32, 48, 9, 11, 3, 2, True, None), (48, 24, 7, 6, 3, 2, False, (16, 16, 32, 1, 2)),
+        (16, 20, 6, 5, 5, 1, True, (32, 16, 16, 1, 1)), (24, 40, 8, 8, 3, 2, True,
+                                                         (16, 32, 16, 1, 2))]:
+    torch.manual_seed(cin + h)
+    x = torch.randn(2, cin, h, w)
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    weight, bias = torch.randn(cout, cin, k, k), torch.randn(cout)
+    ref = torch.nn.functional.conv2d(x, weight, bias, stride, k // 2)
+    table = vmisa_triton.conv_table(weight)
+    out = (vmisa_triton.conv(x, table, bias, k, stride) if config is None else
+           vmisa_triton._conv_impl(x, table, bias, k, stride, config))
+    convs[f'{cin}->{cout}/{h}x{w}/k{k}s{stride}/{channels_last}/{config}'] = dict(
+        diff=(out - ref).abs().max().item(), scale=ref.abs().max().item(),
+        shape=list(out.shape), ref=list(ref.shape),
+        channels_last=out.is_contiguous(memory_format=torch.channels_last))
+results['conv'] = convs
 # a whole fused VMINet-Ti: the stem kernel, the depthwise kernel and both pairs
 from mmvminet.models import VMINet
 torch.manual_seed(0)
@@ -129,9 +152,11 @@ model = VMINet('ti', out_indices=(0, 1, 2, 3)).eval()
 x = torch.randn(1, 3, 64, 48)
 with torch.no_grad():
     ref = model(x)
+    before = len(conv_calls)
     out = model.fuse(triton=True)(x)
 results['model'] = [(a - b).abs().max().item() / max(1.0, a.abs().max().item())
                     for a, b in zip(ref, out)]
+results['model_convs'] = len(conv_calls) - before
 # the recurrent form and grad mode (no autograd for the kernels): the PyTorch path
 before = len(calls)
 blk = block(24, 'banded', 'recurrent')
@@ -202,9 +227,49 @@ def test_interpreted_stem_conv_matches_conv2d(interpreted):
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+def test_interpreted_conv_matches_conv2d(interpreted):
+    cases = interpreted['conv']
+    assert len(cases) == 4
+    for name, case in cases.items():
+        assert case['diff'] < 1e-5 * max(1.0, case['scale']), (name, case)
+        assert case['shape'] == case['ref'] and case['channels_last'], (name, case)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_interpreted_fused_model_matches(interpreted):
     assert len(interpreted['model']) == 4
     assert max(interpreted['model']) < 1e-5, interpreted['model']
+    assert interpreted['model_convs'] == 4  # the downsamplers
+
+
+def test_conv_rejects_other_tables():
+    x = torch.randn(1, 16, 8, 8)
+    weight = torch.randn(32, 16, 3, 3)
+    with pytest.raises(ValueError, match=r'conv_table of a \(32, 16, K, K\) weight with odd '
+                                         r'K = 3: a \(144, 32\) table, got \(32, 16, 3, 3\)'):
+        vmisa_triton.conv(x, weight, torch.randn(32), 3, 2)
+    table = vmisa_triton.conv_table(weight)
+    assert table.shape == (144, 32)
+    with pytest.raises(ValueError, match='odd K = 2'):
+        vmisa_triton.conv(x, table, torch.randn(32), 2, 2)
+    with pytest.raises(ValueError, match=r'\(48, 16, K, K\)'):  # the table of another COUT
+        vmisa_triton.conv(x, table, torch.randn(48), 3, 2)
+    with pytest.raises(ValueError, match=r'\(32, 8, K, K\)'):  # an input of other channels
+        vmisa_triton.conv(x[:, :8], table, torch.randn(32), 3, 2)
+
+
+def test_conv_config_tiles_every_variant():
+    # BLOCK_K divides CIN or covers it; BLOCK_N covers COUT up to 256
+    assert vmisa_triton.conv_config(32, 48) == (256, 64, 32, 4, 4)
+    assert vmisa_triton.conv_config(48, 96) == (128, 128, 64, 8, 3)
+    assert vmisa_triton.conv_config(96, 192) == (64, 256, 32, 4, 4)
+    assert vmisa_triton.conv_config(192, 384) == (64, 128, 64, 4, 3)
+    for arch in VMINet.arch_settings:
+        widths = [32] + [VMINet.arch_settings[arch]['base_dim'] * 2**i for i in range(4)]
+        for cin, cout in zip(widths, widths[1:]):
+            block_m, block_n, block_k, _, _ = vmisa_triton.conv_config(cin, cout)
+            assert cin % block_k == 0 or block_k >= cin, (arch, cin)
+            assert block_n >= min(cout, 128) and block_m * block_n <= 16384, (arch, cout)
 
 
 def test_stem_conv_rejects_other_tables():
@@ -297,16 +362,18 @@ def test_fused_forward_graph(monkeypatch, size):
     ops = [str(n.target) for n in nodes]
     blocks = sum(model.depths)
     assert ops.count('mmvminet.stem_conv.default') == 1
+    assert ops.count('mmvminet.conv.default') == len(model.stages)  # the downsamplers
+    assert ops.count('aten.convolution.default') == 0
     assert ops.count('mmvminet.depthwise_conv.default') == blocks
     assert ops.count('mmvminet.vmisa_fused.default') == blocks
     for node in nodes:
         if str(node.target).startswith('mmvminet.'):
             shapes = [a.meta['val'].shape for a in node.args if isinstance(a, torch.fx.Node)]
             assert all(len(shape) for shape in shapes), (node.target, shapes)
-    # the downsampling convs (PyTorch) cast their weight and bias; each block one flat buffer
+    # each block casts one flat buffer (the conv kernels cast their tables inside the ops)
     casts = [n for n in nodes if str(n.target) == 'aten._to_copy.default'
              and n.meta['val'].dtype == torch.bfloat16]
-    assert len(casts) == blocks + 2 * ops.count('aten.convolution.default')
+    assert len(casts) == blocks
     # the bilinear resize (decomposed into index ops by the symbolic trace)
     assert any('upsample' in op or 'index' in op for op in ops) == (size != 224)
 
@@ -369,6 +436,29 @@ def test_gpu_stem_kernel_matches_conv2d(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_conv_kernel_matches_conv2d(dtype):
+    # VMINet-XS's first two downsamplers at batch 8, a detection-like map, odd sizes, NCHW
+    for b, cin, cout, h, w, channels_last in [(8, 32, 48, 112, 112, True),
+                                              (8, 48, 96, 56, 56, True),
+                                              (2, 96, 192, 100, 152, True),
+                                              (2, 48, 96, 37, 19, False)]:
+        torch.manual_seed(h)
+        x = torch.randn(b, cin, h, w, device='cuda', dtype=dtype)
+        x = x.to(memory_format=torch.channels_last) if channels_last else x
+        weight = torch.randn(cout, cin, 3, 3, device='cuda') / (3 * cin**0.5)
+        bias = torch.randn(cout, device='cuda')
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # an fp32 reference
+            ref = torch.nn.functional.conv2d(x.float(), weight.to(dtype).float(), bias, 2, 1)
+        out = vmisa_triton.conv(x, vmisa_triton.conv_table(weight), bias, 3, 2)
+        assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+        assert out.shape == ref.shape
+        rel = {torch.float32: 1e-5, torch.float16: 2**-11, torch.bfloat16: 2**-8}[dtype]
+        assert (out.float() - ref).abs().max().item() <= rel * 4 * ref.abs().max().item(), h
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_gpu_torch_compile_traces_the_model_under_autocast():
     torch.manual_seed(0)
     model = VMINet('xs', out_indices=(0, 1, 2, 3)).cuda().eval().fuse(triton=True)
@@ -411,7 +501,8 @@ def test_tuning_rejects_unknown_parts(capsys):
     tune = load_tool('analysis/tune_vmisa_kernels.py')
     with pytest.raises(SystemExit):
         tune.parse_args(['--what', 'gemm,splits'])
-    assert '--what: unknown splits; valid: stem,dwconv,fused,gemm,split' in capsys.readouterr().err
+    valid = 'stem,conv,dwconv,fused,gemm,split'
+    assert f'--what: unknown splits; valid: {valid}' in capsys.readouterr().err
 
 
 @pytest.mark.gpu
@@ -435,6 +526,8 @@ def test_gpu_tuning_sweeps_the_kernels(tmp_path):
         if row.get('max_abs_diff') is not None:
             assert row['max_abs_diff'] < 0.1, row  # bf16
     assert any(r['kind'] == 'fused' and r['config'] == 'default' for r in rows)
+    assert {r['impl'] for r in rows if r['kind'] == 'conv'} == {
+        'cudnn_channels_last', 'inductor_frozen', 'triton'}
     stem = result['stem']
     assert {r['impl'] for r in stem} == {'cudnn_channels_last', 'cudnn_nchw', 'triton'}
     assert any(r['config'] == 'default' for r in stem if r['impl'] == 'triton')

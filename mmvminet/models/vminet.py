@@ -116,16 +116,33 @@ class ConvNorm(nn.Sequential):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                               padding=kernel_size // 2, groups=groups, bias=True)
         self.norm = build_norm_layer(norm_cfg, out_channels)[1]
+        self.use_triton = False
 
     @torch.no_grad()
-    def fuse(self):
-        """Fold an eval-mode BatchNorm into the conv (inference only): conv' = BN(conv)."""
-        if not isinstance(self.norm, _BatchNorm):
-            return
-        scale = self.norm.weight / torch.sqrt(self.norm.running_var + self.norm.eps)
-        self.conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-        self.conv.bias.copy_((self.conv.bias - self.norm.running_mean) * scale + self.norm.bias)
-        self.norm = nn.Identity()
+    def fuse(self, triton: bool = False):
+        """Fold an eval-mode BatchNorm into the conv (inference only): conv' = BN(conv).
+        triton=True also runs the folded conv (groups 1) and its bias in one Triton kernel
+        (CUDA, under torch.no_grad or inference_mode)."""
+        if isinstance(self.norm, _BatchNorm):
+            scale = self.norm.weight / torch.sqrt(self.norm.running_var + self.norm.eps)
+            self.conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            self.conv.bias.copy_((self.conv.bias - self.norm.running_mean) * scale
+                                 + self.norm.bias)
+            self.norm = nn.Identity()
+        self.use_triton = (triton and self.conv.groups == 1
+                           and isinstance(self.norm, nn.Identity))
+        if self.use_triton:
+            self.register_buffer('conv_table', vmisa_triton.conv_table(self.conv.weight),
+                                 persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_triton and not torch.is_grad_enabled() and vmisa_triton.runs_on(x):
+            device = x.device.type
+            if torch.is_autocast_enabled(device):  # the dtype F.conv2d would run in
+                x = x.to(torch.get_autocast_dtype(device))
+            return vmisa_triton.conv(x, self.conv_table, self.conv.bias,
+                                     self.conv.kernel_size[0], self.conv.stride[0])
+        return super().forward(x)
 
 
 class VMISA(nn.Module):
@@ -439,9 +456,10 @@ class VMINet(BaseModule):
     def fuse(self, triton: bool = False):
         """Inference only: fold every stem/downsample/depthwise BatchNorm into its conv and
         merge each block's Q and K projections; triton=True also runs the stem (conv + ReLU6),
-        the depthwise convs and everything after them in Triton kernels (CUDA, under
-        torch.no_grad or inference_mode; the kernels after the convs: matrix form, C <= 64 or
-        a multiple of 16, which every variant's widths are; elsewhere the PyTorch path runs).
+        the downsamplers (conv + bias), the depthwise convs and everything after them in Triton
+        kernels (CUDA, under torch.no_grad or inference_mode; the kernels after the convs:
+        matrix form, C <= 64 or a multiple of 16, which every variant's widths are; elsewhere
+        the PyTorch path runs).
         Outputs stay equal up to float rounding; the fused model has other state-dict keys and
         is not for training or saving. Calling it again only switches the kernels."""
         for m in list(self.modules()):  # fuse() replaces children: iterate over a copy
@@ -449,6 +467,8 @@ class VMINet(BaseModule):
                 m.fuse(triton)
             elif isinstance(m, ConvNorm):
                 m.fuse()
+        for stage in self.stages:  # the downsamplers' convs and biases in one kernel each
+            stage.downsample.fuse(triton)
         # the stem's conv and ReLU6 in one kernel (cuDNN's 3-channel conv is slow), where the
         # norm was folded
         self.stem_triton = triton and isinstance(self.stem[0].norm, nn.Identity)

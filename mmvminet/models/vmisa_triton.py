@@ -1,6 +1,7 @@
 """Inference kernels for VMI-SA (Eq. 4 and 10) in Triton: the block after its depthwise conv
 as a fused pair or a GEMM pair of kernels, the depthwise conv itself, and the network's stem
-(conv + ReLU6; cuDNN runs a 3-channel conv with a slow generic kernel).
+(conv + ReLU6; cuDNN runs a 3-channel conv with a slow generic kernel) and its downsamplers
+(conv + bias in one pass; inductor adds the bias of a cuDNN conv in a kernel of its own).
 
 After the depthwise conv, the eager block runs ~10 memory-bound ops over (B, D, H, W) tensors
 (Q, K, ReLU6, Q*K, the masked weighted sum, the expand, ReLU6, ...): N (5 C + 18 D) elements of
@@ -34,10 +35,11 @@ VMINet-XS map.
 The split between the pairs and all tile sizes come from tools/analysis/tune_vmisa_kernels.py
 (docs/benchmarks.md).
 
-``vmisa_context_output``, ``depthwise_conv`` and ``stem_conv`` are registered as the custom
-ops ``mmvminet::vmisa_fused``, ``mmvminet::depthwise_conv`` and ``mmvminet::stem_conv`` so that
-torch.compile traces through them. Without Triton (CPU, CI) ``available()`` is False and the
-model keeps its PyTorch path; with TRITON_INTERPRET=1 the kernels run on the CPU (tests).
+``vmisa_context_output``, ``depthwise_conv``, ``stem_conv`` and ``conv`` are registered as the
+custom ops ``mmvminet::vmisa_fused``, ``mmvminet::depthwise_conv``, ``mmvminet::stem_conv`` and
+``mmvminet::conv`` so that torch.compile traces through them. Without Triton (CPU, CI)
+``available()`` is False and the model keeps its PyTorch path; with TRITON_INTERPRET=1 the
+kernels run on the CPU (tests).
 """
 import functools
 import os
@@ -441,6 +443,41 @@ if triton is not None:
                  out.to(out_ptr.dtype.element_ty),
                  mask=(p < OH * OW)[:, None] & (co < COUT)[None, :])
 
+    @triton.jit
+    def _conv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, OH, OW, M, CIN: tl.constexpr,
+                     COUT: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     STAGES: tl.constexpr, PRECISION: tl.constexpr):
+        """out[p, n] = b[n] + sum_(i, j, ci) w[(i K + j) CIN + ci, n] x[tap (i, j) of p, ci]: a
+        K x K conv (zero padding K // 2, STRIDE) as an implicit GEMM over the M = B*OH*OW
+        output pixels p of channels-last x (B, H, W, CIN) and the (K*K*CIN, COUT) table w.
+        A program takes BLOCK_M pixels x BLOCK_N output channels; each K step gathers one tap's
+        BLOCK_K input channels of its pixels (zeros past CIN and the map's edges)."""
+        CHUNKS: tl.constexpr = (CIN + BLOCK_K - 1) // BLOCK_K
+        p = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        p_ok, n_ok = p < M, n < COUT
+        image = p // (OH * OW)
+        oh = (p - image * (OH * OW)) // OW
+        ow = p - image * (OH * OW) - oh * OW
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for step in tl.range(0, K * K * CHUNKS, num_stages=STAGES):
+            tap = step // CHUNKS
+            c = (step - tap * CHUNKS) * BLOCK_K + tl.arange(0, BLOCK_K)
+            c_ok = (c < CIN) | (CIN % BLOCK_K == 0)  # all true (no masks) when BLOCK_K | CIN
+            ih = oh * STRIDE + tap // K - K // 2
+            iw = ow * STRIDE + tap % K - K // 2
+            ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            pixel = ((image * H + ih) * W + iw).to(tl.int64)
+            a = tl.load(x_ptr + pixel[:, None] * CIN + c[None, :],
+                        mask=ok[:, None] & c_ok[None, :], other=0.)
+            w = tl.load(w_ptr + (tap * CIN + c)[:, None] * COUT + n[None, :],
+                        mask=c_ok[:, None] & n_ok[None, :], other=0.)
+            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        acc += tl.load(b_ptr + n, mask=n_ok, other=0.).to(tl.float32)[None, :]
+        tl.store(out_ptr + p.to(tl.int64)[:, None] * COUT + n[None, :],
+                 acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & n_ok[None, :])
+
 
 def _launch(kernel, grid, *args, wrap=True, **meta):
     """Launch through torch.library.wrap_triton so that torch.compile can trace the call (the
@@ -466,10 +503,10 @@ def _pow2_at_least(n: int) -> int:
 
 def _blocks(channels: int):
     """(BLOCK_T tokens per tile, BLOCK_D channels of D per step, warps, pipeline stages,
-    programs per SM) of the fused pair: within 3% of the fastest of
-    tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stage 0 (H200, batch 256, bf16, C = 48;
-    tune_fused_segments_h200.json), whose 1 program per SM would leave SMs half-filled when few
-    images are cut into spans (detection's batches of 2)."""
+    programs per SM) of the fused pair: the fastest of tools/analysis/tune_vmisa_kernels.py on
+    VMINet-XS's stage 0 (H200, batch 256, bf16, C = 48; tune_fused_segments_h200.json) is one
+    program per image, which the spans per image rounded down give at batch 256 (264 // 256);
+    2 per SM fill the SMs when few images are cut into spans (detection's batches of 2)."""
     return 64, 32, 4, 3, 2
 
 
@@ -502,7 +539,7 @@ def _vmisa_fused_impl(x, u, qk_weight, qk_bias, alpha, mixing, out_weight, out_b
     ca, cb, has_b = _channel_parts(c)
     precision = 'ieee' if u.dtype == torch.float32 else 'tf32'
     tiles = triton.cdiv(num_tokens, block_t)
-    spans = min(tiles, triton.cdiv(per_sm * _multiprocessors(x.device), b))
+    spans = max(1, min(tiles, per_sm * _multiprocessors(x.device) // b))
     span = triton.cdiv(tiles, spans) * block_t
     grid = (b, triton.cdiv(num_tokens, span))
     # channels-last memory of (B, C, H, W) is (B, H*W, C); .contiguous() copies only otherwise
@@ -748,3 +785,69 @@ def stem_conv(x: torch.Tensor, table: torch.Tensor, bias: torch.Tensor, kernel_s
     args = (x, table.contiguous(), bias.contiguous(), kernel_size, stride, dtype)
     return (_stem_conv if INTERPRET else _stem_conv_op)(*args)
 
+
+
+def conv_table(weight: torch.Tensor) -> torch.Tensor:
+    """A conv weight (COUT, CIN, K, K) as the conv kernel's (K*K*CIN, COUT) fp32 table: row
+    (i K + j) CIN + ci, so that a K step reads one tap's channels."""
+    cout, cin, k, _ = weight.shape
+    return weight.detach().permute(2, 3, 1, 0).reshape(k * k * cin, cout).float().contiguous()
+
+
+def conv_config(in_channels: int, out_channels: int):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) of the conv kernel: the fastest tiles of
+    tools/analysis/tune_vmisa_kernels.py on VMINet-XS's downsamplers (H200, batch 256, bf16:
+    32 -> 48, 48 -> 96, 96 -> 192, 192 -> 384; tune_conv_h200.json). BLOCK_K divides CIN
+    where 64 or 32 does, else covers it (48 as 64, masked)."""
+    block_n = _pow2_at_least(out_channels) if out_channels <= 256 else 128
+    block_m = 16384 // block_n if out_channels <= 256 else 64
+    block_k = next((k for k in (64, 32) if in_channels % k == 0),
+                   min(64, _pow2_at_least(in_channels)))
+    warps = 8 if block_m == block_n == 128 else 4
+    return block_m, block_n, block_k, warps, 4 if block_k == 32 else 3
+
+
+def _conv_impl(x: torch.Tensor, table: torch.Tensor, bias: torch.Tensor, kernel_size: int,
+               stride: int, config, wrap: bool = True) -> torch.Tensor:
+    """The conv kernel with tiles config = (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages); wrap:
+    see ``_launch``."""
+    b, cin, h, w = x.shape
+    cout = bias.numel()
+    block_m, block_n, block_k, warps, stages = config
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1  # padding K // 2, odd K
+    x = x.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last input
+    out = torch.empty(b, oh, ow, cout, device=x.device, dtype=x.dtype)
+    pixels = b * oh * ow
+    _launch(_conv_kernel, (triton.cdiv(pixels, block_m), triton.cdiv(cout, block_n)), x,
+            table.to(x.dtype), bias, out, h, w, oh, ow, pixels, CIN=cin, COUT=cout,
+            K=kernel_size, STRIDE=stride, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+            STAGES=stages, PRECISION='ieee' if x.dtype == torch.float32 else 'tf32',
+            num_warps=warps, wrap=wrap)
+    return out.permute(0, 3, 1, 2)
+
+
+def _conv(x: torch.Tensor, table: torch.Tensor, bias: torch.Tensor, kernel_size: int,
+          stride: int) -> torch.Tensor:
+    return _conv_impl(x, table, bias, kernel_size, stride, conv_config(x.shape[1], bias.numel()))
+
+
+_conv_op = _custom_op('conv', _conv)
+
+
+def conv(x: torch.Tensor, table: torch.Tensor, bias: torch.Tensor, kernel_size: int,
+         stride: int) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, stride, padding=K // 2) in the Triton kernel: the
+    downsamplers' 3x3 stride-2 convs with their bias added in the same pass (inductor adds a
+    conv's bias in a kernel of its own).
+
+    x (B, CIN, H, W) (channels-last avoids a copy); table (K*K*CIN, COUT) = ``conv_table(weight)``
+    of a (COUT, CIN, K, K) weight, odd K; bias (COUT,). Returns (B, COUT, ceil(H / stride),
+    ceil(W / stride)) in x's dtype, channels-last; the products in x's dtype, summed in fp32.
+    """
+    cin, cout = x.shape[1], bias.numel()
+    if kernel_size % 2 == 0 or tuple(table.shape) != (kernel_size**2 * cin, cout):
+        raise ValueError(f'conv needs conv_table of a ({cout}, {cin}, K, K) weight with odd '
+                         f'K = {kernel_size}: a ({kernel_size**2 * cin}, {cout}) table, got '
+                         f'{tuple(table.shape)}')
+    args = (x, table.contiguous(), bias.contiguous(), kernel_size, stride)
+    return (_conv if INTERPRET else _conv_op)(*args)

@@ -1,13 +1,18 @@
 """Sweep the tile sizes of the Triton kernels (vmisa_triton.py) on each stage's map, on the GPU.
 
     python tools/analysis/tune_vmisa_kernels.py [--arch xs] [--batch 256] [--img-size 224]
-        [--dtype bf16] [--stages 0,1,2,3] [--what stem,dwconv,fused,gemm,split] [--out tune.json]
+        [--dtype bf16] [--stages 0,1,2,3] [--what stem,conv,dwconv,fused,gemm,split]
+        [--out tune.json]
 
 Times
   stem        the stem's conv + ReLU6 on a channels-last fp32 batch under autocast: cuDNN
               (NHWC, NCHW) and the Triton kernel at every (BLOCK_P, warps) of a grid and at its
               default (``STEM_TILE``);
 and for each stage of the arch (the map of benchmark_vmisa.py's block)
+  conv        the stage's downsampler (3x3 stride-2 conv + bias, BN folded) on its channels-last
+              input: cuDNN, cuDNN with the bias add as inductor compiles them with freezing (as
+              in the frozen network), and the Triton conv kernel at every (BLOCK_M, BLOCK_N,
+              BLOCK_K, warps, stages) of a grid and at its default tiles;
   dwconv      the depthwise 7x7 conv (BN folded) as cuDNN channels-last (cudnn.benchmark on),
               cuDNN on contiguous NCHW, PyTorch's own kernel (cuDNN off) in both layouts, and
               the Triton kernel at every (ROWS, BLOCK_W, BLOCK_C, warps) of a grid and at its
@@ -24,9 +29,9 @@ and for each stage of the arch (the map of benchmark_vmisa.py's block)
 Each row has its median GPU time (CUDA events around the replay of a CUDA graph of the calls:
 no Python launch overhead), its bandwidth for the stem and the dwconv (input + output bytes)
 and its max abs difference to the PyTorch path. The winners are what ``STEM_TILE``,
-``dwconv_config``, ``_blocks`` and ``gemm_blocks`` in vmisa_triton.py return; the JSON is
-written after the stem and every stage. Each tile is a fresh Triton build (~seconds): tiles
-past the stem's or a stage's share of --max-seconds are skipped.
+``conv_config``, ``dwconv_config``, ``_blocks`` and ``gemm_blocks`` in vmisa_triton.py
+return; the JSON is written after the stem and every stage. Each tile is a fresh Triton build
+(~seconds): tiles past the stem's or a stage's share of --max-seconds are skipped.
 """
 import argparse
 import itertools
@@ -245,6 +250,42 @@ def split_rows(block, x, u, args):
     return rows
 
 
+def conv_rows(stage: int, args):
+    """The stage's downsampler (BN folded) on a channels-last input of its size, in --dtype."""
+    down = VMINet(args.arch).eval().stages[stage].downsample
+    down.fuse()
+    dtype = DTYPES[args.dtype]
+    conv = down.conv.to('cuda', dtype).to(memory_format=torch.channels_last)
+    cin, cout = conv.in_channels, conv.out_channels
+    size = -(-args.img_size // 2**(stage + 1))
+    x = torch.randn(args.batch, cin, size, size, device='cuda', dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    table = vmisa_triton.conv_table(conv.weight)
+    k, stride = conv.kernel_size[0], conv.stride[0]
+    with torch.inference_mode():
+        reference = conv(x)
+        rows = [dict(kind='conv', impl='cudnn_channels_last',
+                     us=gpu_seconds_per_call(lambda: conv(x), args) * 1e6)]
+        with torch._inductor.config.patch(freezing=True):
+            compiled = torch.compile(conv)
+            compiled(x)  # compiles here, with freezing
+        rows.append(dict(kind='conv', impl='inductor_frozen',
+                         us=gpu_seconds_per_call(lambda: compiled(x), args) * 1e6))
+        columns = [n for n in (64, 128, 256) if n <= max(64, vmisa_triton._pow2_at_least(cout))]
+        # 4 warps up to 128 x 128 outputs, 8 from there; the pipeline's buffers in 160 KB
+        grid = [(m, n, depth, warps, stages) for m, n, depth, warps, stages in itertools.product(
+                    (64, 128, 256), columns, (32, 64, 128), (4, 8), (3, 4))
+                if depth <= 2 * cin and m * n <= 128 * 256
+                and (m * n <= 16384 if warps == 4 else m * n >= 16384)
+                and depth * (m + n) * stages * 2 <= 160000]
+        rows += triton_rows(
+            'conv', lambda config: vmisa_triton._conv_impl(x, table, conv.bias, k, stride, config,
+                                                           wrap=False),
+            grid, lambda: vmisa_triton.conv(x, table, conv.bias, k, stride), reference, args)
+    moved = x.numel() * x.element_size() + reference.numel() * reference.element_size()
+    return with_bandwidth(rows, moved)
+
+
 def print_rows(title, rows, kinds):
     """The 6 fastest rows of each kind, then the baselines and the defaults."""
     print(title)
@@ -258,14 +299,14 @@ def print_rows(title, rows, kinds):
                   f"{r['us']:8.1f} us {extra} diff {r.get('max_abs_diff', 0):.3g}", flush=True)
 
 
-WHAT = ('stem', 'dwconv', 'fused', 'gemm', 'split')
+WHAT = ('stem', 'conv', 'dwconv', 'fused', 'gemm', 'split')
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_block_arguments(parser)
     parser.add_argument('--stages', default='0,1,2,3')
-    parser.add_argument('--what', default='stem,dwconv,fused,gemm',
+    parser.add_argument('--what', default='stem,conv,dwconv,fused,gemm',
                         help=f'comma-separated, of {",".join(WHAT)} (default: all but split)')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--iters', type=int, default=10)
@@ -298,7 +339,7 @@ def main(argv=None):
         args.deadline = time.monotonic() + args.max_seconds / parts
         block, x = stage_input(stage, args)
         channels, size = x.shape[1], x.shape[2]
-        rows = []
+        rows = conv_rows(stage, args) if 'conv' in args.what else []
         if 'dwconv' in args.what:
             rows += dwconv_rows(block, x, args)
         with torch.inference_mode():
@@ -311,7 +352,7 @@ def main(argv=None):
                 rows += split_rows(block, x, u, args)
         result['stages'].append(dict(stage=stage, channels=channels, map=[size, size], rows=rows))
         print_rows(f'stage {stage}: C={channels}, {size}x{size}', rows,
-                   ('dwconv', 'fused', 'gemm', 'split'))
+                   ('conv', 'dwconv', 'fused', 'gemm', 'split'))
         write_json(args.out, result)
     return result
 

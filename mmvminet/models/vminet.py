@@ -107,6 +107,13 @@ def resize_alpha(alpha: torch.Tensor, grid: Tuple[int, int], size: Tuple[int, in
 # ----------------------------------------------------------------------------------------------
 # Blocks
 # ----------------------------------------------------------------------------------------------
+def conv_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype F.conv2d runs x in: autocast's where it is on for x's device, else x's (what
+    the Triton convs, which do not go through autocast, cast to)."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 class ConvNorm(nn.Sequential):
     """Conv2d (with bias, as the authors') followed by a norm layer: (B, Cin, H, W) -> (B, Cout, H', W')."""
 
@@ -137,10 +144,7 @@ class ConvNorm(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_triton and not torch.is_grad_enabled() and vmisa_triton.runs_on(x):
-            device = x.device.type
-            if torch.is_autocast_enabled(device):  # the dtype F.conv2d would run in
-                x = x.to(torch.get_autocast_dtype(device))
-            return vmisa_triton.conv(x, self.conv_table, self.conv.bias,
+            return vmisa_triton.conv(x.to(conv_dtype(x)), self.conv_table, self.conv.bias,
                                      self.conv.kernel_size[0], self.conv.stride[0])
         return super().forward(x)
 
@@ -480,12 +484,9 @@ class VMINet(BaseModule):
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem: (B, 3, H, W) -> (B, stem_channels, ceil(H/2), ceil(W/2))."""
         if self.stem_triton and not torch.is_grad_enabled() and vmisa_triton.runs_on(x):
-            device = x.device.type
-            dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
-                     else x.dtype)
             conv = self.stem[0].conv
             return vmisa_triton.stem_conv(x, self.stem_table, conv.bias, conv.kernel_size[0],
-                                          conv.stride[0], dtype)
+                                          conv.stride[0], conv_dtype(x))
         return self.stem(x)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

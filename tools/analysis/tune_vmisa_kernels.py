@@ -27,8 +27,8 @@ and for each stage of the arch (the map of benchmark_vmisa.py's block)
               two shapes without the element-wise work the passes fuse (pass 1: M x C times
               C x 2D, M = B*H*W tokens; pass 2: M x D times D x C) and a copy of an M x D tensor.
 Each row has its median GPU time (CUDA events around the replay of a CUDA graph of the calls:
-no Python launch overhead), its bandwidth for the stem and the dwconv (input + output bytes)
-and its max abs difference to the PyTorch path. The winners are what ``STEM_TILE``,
+no Python launch overhead), its bandwidth for the stem, the conv and the dwconv (input +
+output bytes) and its max abs difference to the PyTorch path. The winners are what ``STEM_TILE``,
 ``conv_config``, ``dwconv_config``, ``_blocks`` and ``gemm_blocks`` in vmisa_triton.py
 return; the JSON is written after the stem and every stage. Each tile is a fresh Triton build
 (~seconds): tiles past the stem's or a stage's share of --max-seconds are skipped.

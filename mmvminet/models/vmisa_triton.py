@@ -786,7 +786,6 @@ def stem_conv(x: torch.Tensor, table: torch.Tensor, bias: torch.Tensor, kernel_s
     return (_stem_conv if INTERPRET else _stem_conv_op)(*args)
 
 
-
 def conv_table(weight: torch.Tensor) -> torch.Tensor:
     """A conv weight (COUT, CIN, K, K) as the conv kernel's (K*K*CIN, COUT) fp32 table: row
     (i K + j) CIN + ci, so that a K step reads one tap's channels."""

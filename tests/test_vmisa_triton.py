@@ -78,17 +78,19 @@ with torch.no_grad():
         for blocks in [((16, 32, 32, 4, 2), (16, 64, 32, 4, 2)),
                        ((32, 64, 64, 4, 2), (32, 128, 16, 4, 2))]}
     results['gemm_scale'] = ref.abs().max().item()
-# the depthwise kernel alone, at the default tiles and others (ROWS, BLOCK_W, BLOCK_C, warps):
-# row chunks shorter and longer than the map (halos at both edges, maps shorter than the
-# kernel), column strips narrower and wider than W, channel tiles that do and do not divide C, a
-# 3x3 kernel, three dtypes (bf16 and fp16 against conv2d of the same input in fp32)
+# the depthwise kernel alone, at the default tiles (under the interpreter: one program per map)
+# and others (ROWS, STRIP, BLOCK_C, warps): row chunks shorter and longer than the map (halos at
+# both edges, maps shorter than the kernel), column strips narrower and wider than W, channel
+# tiles that do and do not divide C, lanes of 1, 2 and 4 images (masked past the batch), a 3x3
+# kernel, three dtypes (bf16 and fp16 against conv2d of the same input in fp32)
 dw = {}
 for b, c, h, w, k, dtype, config in [
         (2, 24, 9, 11, 7, 'float32', None), (1, 40, 5, 70, 7, 'float32', None),
         (1, 80, 7, 7, 7, 'float32', (2, 4, 32, 1)), (1, 16, 3, 2, 7, 'float32', (8, 8, 16, 1)),
         (2, 20, 6, 5, 3, 'float32', (4, 2, 16, 1)), (2, 64, 14, 14, 7, 'float32', (16, 16, 64, 2)),
         (2, 64, 14, 14, 7, 'bfloat16', None), (1, 40, 11, 9, 7, 'bfloat16', (4, 8, 32, 1)),
-        (1, 24, 6, 7, 3, 'float16', (1, 16, 16, 1)), (1, 15, 4, 6, 7, 'bfloat16', (2, 4, 16, 1))]:
+        (1, 24, 6, 7, 3, 'float16', (1, 16, 16, 1)), (1, 15, 4, 6, 7, 'bfloat16', (2, 4, 16, 1)),
+        (3, 24, 6, 9, 7, 'float32', (4, 7, 8, 1))]:
     torch.manual_seed(c)
     x = torch.randn(b, c, h, w).to(getattr(torch, dtype)).to(memory_format=torch.channels_last)
     weight, bias = torch.randn(c, 1, k, k), torch.randn(c)
@@ -293,7 +295,7 @@ def test_interpreted_fallbacks(interpreted):
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_interpreted_depthwise_conv_matches_conv2d(interpreted):
     cases = interpreted['dwconv']
-    assert len(cases) == 10
+    assert len(cases) == 11
     for name, case in cases.items():
         dtype = name.split('/')[2]
         # bf16: one rounding of the fp32 sum to bf16, which Triton's interpreter does by
@@ -302,6 +304,20 @@ def test_interpreted_depthwise_conv_matches_conv2d(interpreted):
         assert case['diff'] < tolerance * max(1.0, case['scale']), (name, case)
         assert case['shape'] == [int(v) for v in name.split('/')[0].split('x')]
         assert case['dtype'] == dtype and case['channels_last'], (name, case)
+
+
+def test_dwconv_config_fills_the_lanes():
+    """Every variant's widths get lanes of whole channel groups: BLOCK_C divides the lanes and
+    C (8 channels at least, masked past C elsewhere); tiles no lane can take are an error."""
+    for arch in VMINet.arch_settings:
+        for c, w in zip(VMINet(arch).channels, (56, 28, 14, 7)):
+            rows, strip, block_c, warps = vmisa_triton.dwconv_config(c, w)
+            assert (32 * warps) % block_c == 0 and c % block_c == 0, (arch, c)
+            assert 1 <= strip <= 14 and rows >= 7
+    assert vmisa_triton.dwconv_config(15, 9)[2] == 8
+    x = torch.randn(1, 64, 5, 5)
+    with pytest.raises(ValueError, match='BLOCK_C = 64 must divide the 32 lanes of 1 warps'):
+        vmisa_triton._depthwise_conv_impl(x, torch.randn(49, 64), torch.randn(64), (4, 7, 64, 1))
 
 
 def test_depthwise_conv_rejects_other_weights():

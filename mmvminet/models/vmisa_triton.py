@@ -30,8 +30,9 @@ GEMM over the batch's B*L tokens with the element-wise work in its prologue or e
 
 Inference only (no autograd); the matrix form only (the recurrent form's scan stays in
 PyTorch). The depthwise kernel (_dwconv_kernel) streams down the rows of a strip of the map:
-each input row is read once and added to the K output rows it feeds; it beats cuDNN on every
-VMINet-XS map.
+each input row is read once and added to the K output rows it feeds; a lane holds one (image,
+channel), its taps in registers and the strip's columns as a tuple of registers, so that the
+column shifts are static indices. It beats cuDNN on every VMINet-XS map.
 The split between the pairs and all tile sizes come from tools/analysis/tune_vmisa_kernels.py
 (docs/benchmarks.md).
 
@@ -359,58 +360,74 @@ if triton is not None:
             tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
 
     @triton.jit
-    def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W: tl.constexpr, C: tl.constexpr,
-                       K: tl.constexpr, ROWS: tl.constexpr, BLOCK_W: tl.constexpr,
-                       BLOCK_C: tl.constexpr):
+    def _dwconv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, B, H, W: tl.constexpr, C: tl.constexpr,
+                       K: tl.constexpr, ROWS: tl.constexpr, STRIP: tl.constexpr,
+                       IMAGES: tl.constexpr, BLOCK_C: tl.constexpr):
         """out[b, h, w, c] = b[c] + sum_ij w[i, j, c] x[b, h + i - K//2, w + j - K//2, c] (zero
         padding) on channels-last (B, H*W, C) memory; w is the (K*K, C) fp32 tap table. A
-        program computes ROWS output rows of one image for BLOCK_W columns x BLOCK_C channels.
+        program computes ROWS output rows x STRIP output columns for IMAGES images x BLOCK_C
+        channels: one (image, channel) per lane, so that a lane's K*K taps stay in registers.
 
-        It streams down the input rows the outputs need. Input row r is tap row i of output row
-        r - i + K//2, so each of its K column shifts is loaded once and added to K accumulators
-        (a tuple; acc[k] is output row r - K//2 + k), where a tile of tokens per tap would load
-        each input K*K times. acc[0] is then complete: it is stored and the tuple shifts by one.
-        Rows past the map's edges are not read; the taps they would feed are not computed, but
-        accumulators of rows outside the program's ROWS are (a halo of K//2 rows each side)."""
+        The columns are tuples of (IMAGES, BLOCK_C) values, one per column: the K column
+        shifts of a row are static indices into the tuple of the row's STRIP + K - 1 input
+        values, not loads or data moves. It streams down the input rows the outputs need:
+        input row r is tap row i of output row r - i + K//2, so it is loaded once and added to
+        K rows of accumulators (acc[k * STRIP + o]: column o of output row r - K//2 + k). Row
+        k = 0 is then complete: it is stored and the rows shift by one. Rows past the map's
+        edges are not read; accumulators of rows outside the program's ROWS are computed (a
+        halo of K//2 rows each side)."""
         HALF: tl.constexpr = K // 2
-        STRIPS: tl.constexpr = (W + BLOCK_W - 1) // BLOCK_W
+        STRIPS: tl.constexpr = (W + STRIP - 1) // STRIP
         r0 = tl.program_id(0) * ROWS
-        b = tl.program_id(1).to(tl.int64)
-        w = (tl.program_id(2) % STRIPS) * BLOCK_W + tl.arange(0, BLOCK_W)
-        c = (tl.program_id(2) // STRIPS) * BLOCK_C + tl.arange(0, BLOCK_C)
+        b = tl.program_id(1) * IMAGES + tl.arange(0, IMAGES)[:, None]
+        s0 = (tl.program_id(2) % STRIPS) * STRIP
+        c = (tl.program_id(2) // STRIPS) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
         c_ok = (c < C) | (C % BLOCK_C == 0)  # all true (no masks) when BLOCK_C divides C
-        image, out_image = x_ptr + b * H * W * C, out_ptr + b * H * W * C
-        # (1, BLOCK_C) weight rows: Triton then lays the accumulators out along the tokens, so
-        # a thread loads each weight once for all of its tokens (with (BLOCK_C,) rows a thread
-        # held one token's channels and loaded a weight per output)
-        bias = tl.load(b_ptr + c[None, :], mask=c_ok[None, :], other=0.).to(tl.float32)
-        zero = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-        acc = (zero, ) * K
+        lane_ok = (b < B) & c_ok
+        image = b.to(tl.int64) * (H * W * C) + c  # (IMAGES, BLOCK_C) offsets of pixel (0, 0)
+        taps = ()
+        for t in tl.static_range(K * K):
+            taps += (tl.load(w_ptr + t * C + c, mask=c_ok, other=0.), )
+        bias = tl.load(b_ptr + c, mask=c_ok, other=0.).to(tl.float32)
+        zero = tl.zeros((IMAGES, BLOCK_C), dtype=tl.float32)
+        acc = (zero, ) * (K * STRIP)
         r_end = tl.minimum(r0 + ROWS + HALF, H)
         for r in range(tl.maximum(r0 - HALF, 0), r_end):
-            for j in tl.static_range(K):
-                ok = (w >= HALF - j) & (w < W + HALF - j)
-                v = tl.load(image + (r * W + w[:, None] + j - HALF) * C + c[None, :],
-                            mask=ok[:, None] & c_ok[None, :], other=0.).to(tl.float32)
-                shifted = ()
-                for k in tl.static_range(K):
-                    tap = w_ptr + ((K - 1 - k) * K + j) * C + c[None, :]
-                    shifted += (acc[k] + v * tl.load(tap, mask=c_ok[None, :], other=0.), )
-                acc = shifted
-            o = r - HALF
-            tl.store(out_image + (o * W + w[:, None]) * C + c[None, :],
-                     (acc[0] + bias).to(out_ptr.dtype.element_ty),
-                     mask=(o >= r0) & (o < r0 + ROWS) & (w < W)[:, None] & c_ok[None, :])
-            shifted = ()
-            for k in tl.static_range(1, K):
-                shifted += (acc[k], )
-            acc = shifted + (zero, )
+            v = ()
+            for q in tl.static_range(STRIP + K - 1):
+                col = s0 + q - HALF
+                v += (tl.load(x_ptr + image + (r * W + col) * C,
+                              mask=lane_ok & (col >= 0) & (col < W), other=0.).to(tl.float32), )
+            added = ()
+            for k in tl.static_range(K):
+                for o in tl.static_range(STRIP):
+                    a = acc[k * STRIP + o]
+                    for j in tl.static_range(K):
+                        a += v[o + j] * taps[(K - 1 - k) * K + j]
+                    added += (a, )
+            o_row = r - HALF
+            _store_row(out_ptr, image, added, bias, o_row, s0, lane_ok & (o_row >= r0)
+                       & (o_row < r0 + ROWS), W, C, STRIP, 0)
+            acc = ()
+            for i in tl.static_range(STRIP, K * STRIP):
+                acc += (added[i], )
+            acc += (zero, ) * STRIP
         for k in tl.static_range(HALF):  # rows whose last input rows lie past the bottom edge
-            o = r_end - HALF + k
-            tl.store(out_image + (o * W + w[:, None]) * C + c[None, :],
-                     (acc[k] + bias).to(out_ptr.dtype.element_ty),
-                     mask=(o >= r0) & (o < r0 + ROWS) & (o < H) & (w < W)[:, None]
-                     & c_ok[None, :])
+            o_row = r_end - HALF + k
+            _store_row(out_ptr, image, acc, bias, o_row, s0, lane_ok & (o_row >= r0)
+                       & (o_row < r0 + ROWS) & (o_row < H), W, C, STRIP, k)
+
+    @triton.jit
+    def _store_row(out_ptr, image, acc, bias, o_row, s0, ok, W: tl.constexpr, C: tl.constexpr,
+                   STRIP: tl.constexpr, k: tl.constexpr):
+        """Stores accumulator row k (acc[k * STRIP + o], o < STRIP) plus the bias as output row
+        o_row, columns s0 + o, of the depthwise kernel's lanes (image: their pixel-(0, 0)
+        offsets), where ok and the column is inside the map."""
+        for o in tl.static_range(STRIP):
+            col = s0 + o
+            tl.store(out_ptr + image + (o_row * W + col) * C,
+                     (acc[k * STRIP + o] + bias).to(out_ptr.dtype.element_ty),
+                     mask=ok & (col < W))
 
     @triton.jit
     def _stem_conv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, OH, OW, stride_b, stride_c,
@@ -668,18 +685,41 @@ def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tens
 
 
 def dwconv_config(channels: int, width: int):
-    """(ROWS, BLOCK_W, BLOCK_C, warps) of the depthwise kernel for a (C, W) map: the fastest
-    tiles of tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages (H200, batch 256, bf16:
-    W = 56, 28, 14, 7 for C = 48, 96, 192, 384; tune_dwconv_stream_h200.json)."""
-    if width >= 56:
-        rows, block_w, block_c, warps = 28, 32, 16, 1
-    elif width >= 28:
-        rows, block_w, block_c, warps = 32, 16, 32, 1
-    elif width >= 14:
-        rows, block_w, block_c, warps = 16, 16, 32, 1
-    else:
-        rows, block_w, block_c, warps = 8, 8, 32, 1
-    return rows, block_w, min(block_c, _pow2_at_least(channels)), warps
+    """(ROWS, STRIP, BLOCK_C, warps) of the depthwise kernel for a (C, W) map; a program's
+    lanes are IMAGES = 32 warps / BLOCK_C images x BLOCK_C channels, BLOCK_C the largest power
+    of two <= 32 dividing C (at least 8: past C masked). The fastest tiles of
+    tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages (H200, batch 256, bf16: W = 56,
+    28, 14, 7 for C = 48, 96, 192, 384; tune_dwconv_lanes_h200.json)."""
+    rows = 28 if width >= 28 else 14 if width >= 14 else 7
+    strip = 14 if width >= 56 else 7
+    block_c = min(32, max(8, channels & -channels))
+    return rows, strip, block_c, 1
+
+
+def dwconv_grid(batch: int, channels: int, height: int, width: int, config):
+    """The depthwise kernel's launch grid at tiles config = (ROWS, STRIP, BLOCK_C, warps):
+    (row tiles, image groups, column strips x channel groups)."""
+    rows, strip, block_c, warps = config
+    return (triton.cdiv(height, rows), triton.cdiv(batch, 32 * warps // block_c),
+            triton.cdiv(width, strip) * triton.cdiv(channels, block_c))
+
+
+def _depthwise_conv_impl(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, config,
+                         wrap: bool = True) -> torch.Tensor:
+    """The kernel with tiles config = (ROWS, STRIP, BLOCK_C, warps); wrap: see ``_launch``."""
+    b, c, h, w = x.shape
+    k = round(taps.shape[0]**0.5)
+    rows, strip, block_c, warps = config
+    if block_c > 32 * warps or (32 * warps) % block_c:
+        raise ValueError(f'BLOCK_C = {block_c} must divide the {32 * warps} lanes of {warps} '
+                         f'warps')
+    x = x.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last input
+    out = torch.empty_like(x)
+    grid = dwconv_grid(b, c, h, w, config)
+    _launch(_dwconv_kernel, grid, x, taps.float(), bias, out, b, h, W=w, C=c, K=k, ROWS=rows,
+            STRIP=strip, IMAGES=32 * warps // block_c, BLOCK_C=block_c, num_warps=warps,
+            wrap=wrap)
+    return out.permute(0, 3, 1, 2)
 
 
 def tap_weights(weight: torch.Tensor) -> torch.Tensor:
@@ -687,30 +727,14 @@ def tap_weights(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().reshape(weight.shape[0], -1).t().float().contiguous()
 
 
-def dwconv_grid(batch: int, channels: int, height: int, width: int, config):
-    """The depthwise kernel's launch grid at tiles config = (ROWS, BLOCK_W, BLOCK_C, warps):
-    (row tiles, images, column strips x channel groups)."""
-    rows, block_w, block_c, _ = config
-    return (triton.cdiv(height, rows), batch,
-            triton.cdiv(width, block_w) * triton.cdiv(channels, block_c))
-
-
-def _depthwise_conv_impl(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, config,
-                         wrap: bool = True) -> torch.Tensor:
-    """The kernel with tiles config = (ROWS, BLOCK_W, BLOCK_C, warps); wrap: see ``_launch``."""
-    b, c, h, w = x.shape
-    k = round(taps.shape[0]**0.5)
-    rows, block_w, block_c, warps = config
-    x = x.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last input
-    out = torch.empty_like(x)
-    grid = dwconv_grid(b, c, h, w, config)
-    _launch(_dwconv_kernel, grid, x, taps.float(), bias, out, h, W=w, C=c, K=k, ROWS=rows,
-            BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, wrap=wrap)
-    return out.permute(0, 3, 1, 2)
-
-
 def _depthwise_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return _depthwise_conv_impl(x, taps, bias, dwconv_config(x.shape[1], x.shape[3]))
+    b, c, h, w = x.shape
+    if INTERPRET:  # the interpreter's cost is per operation, not per lane: one program
+        lanes = triton.next_power_of_2(b) * triton.next_power_of_2(c)
+        config = (h, w, triton.next_power_of_2(c), max(1, lanes // 32))
+    else:
+        config = dwconv_config(c, w)
+    return _depthwise_conv_impl(x, taps, bias, config)
 
 
 _depthwise_conv_op = _custom_op('depthwise_conv', _depthwise_conv)

@@ -1,17 +1,17 @@
 """Registers, spills and instruction mix of the depthwise-conv Triton kernel, on any machine.
 
     python tools/analysis/kernel_resources.py [--arch 90] [--dtype bf16]
-        [--maps 56:48,28:96,14:192,7:384] [--tiles ROWS,BLOCK_W,BLOCK_C,WARPS]
+        [--maps 56:48,28:96,14:192,7:384] [--tiles ROWS,STRIP,BLOCK_C,WARPS]
         [--batch 256] [--sms 132] [--out FILE.json]
 
 For each map W:C (default: VMINet-XS's four stages) the kernel is compiled for that dtype at
 ``dwconv_config``'s tiles (or --tiles) for sm_<arch>a by Triton's own ptxas, without a GPU.
 Printed per map: ptxas's registers per thread and spill bytes, the SASS size and its most
 frequent opcodes (cuobjdump beside ptxas). The loop over input rows is not unrolled, so the
-SASS holds one input row: K column shifts, each added to K accumulators, so with
-BLOCK_W x BLOCK_C / threads outputs per thread, FFMA = K^2 BLOCK_W BLOCK_C / threads. Spills,
-shared-memory traffic (LDS, STS: layout conversions) or loads that rival the FFMAs are what to
-look for. Also printed: the warps an SM can hold at those registers (64K registers per SM, 64
+SASS holds one input row: a lane (one image and channel) loads the STRIP + K - 1 input columns
+of its row and adds each, at K column shifts, into K rows of STRIP accumulators: FFMA =
+K^2 STRIP. Spills, shared-memory traffic (LDS, STS: layout conversions) or loads that rival the
+FFMAs are what to look for. Also printed: the warps an SM can hold at those registers (64K registers per SM, 64
 warps at most) and the waves the launch grid of a square W x W map at --batch takes on --sms
 SMs (132 on the H100 SXM and H200): a second, part-filled wave leaves SMs idle, one reason
 why a tile with fewer registers can time slower. The ptxas is the installed Triton's; a GPU
@@ -47,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument('--maps', default='56:48,28:96,14:192,7:384',
                         help='comma-separated W:C (map width and channels)')
     parser.add_argument('--tiles', default=None,
-                        help="ROWS,BLOCK_W,BLOCK_C,WARPS for every map (default: dwconv_config's)")
+                        help="ROWS,STRIP,BLOCK_C,WARPS for every map (default: dwconv_config's)")
     parser.add_argument('--kernel-size', type=int, default=7)
     parser.add_argument('--batch', type=int, default=256, help='images, for the launch grid')
     parser.add_argument('--sms', type=int, default=132, help='SMs of the GPU (132: H100, H200)')
@@ -70,13 +70,13 @@ def compile_kernel(width: int, channels: int, dtype: torch.dtype, tiles, arch: i
     """The depthwise kernel (``_dwconv_kernel``) compiled for sm_<arch>a: its PTX text."""
     triton = vmisa_triton.triton
     from triton.backends.compiler import GPUTarget
-    rows, block_w, block_c, warps = tiles
+    rows, strip, block_c, warps = tiles
     signature = {'x_ptr': POINTER[dtype], 'w_ptr': '*fp32', 'b_ptr': '*fp32',
-                 'out_ptr': POINTER[dtype], 'H': 'i32', 'W': 'constexpr', 'C': 'constexpr',
-                 'K': 'constexpr', 'ROWS': 'constexpr', 'BLOCK_W': 'constexpr',
-                 'BLOCK_C': 'constexpr'}
-    constants = dict(W=width, C=channels, K=kernel_size, ROWS=rows, BLOCK_W=block_w,
-                     BLOCK_C=block_c)
+                 'out_ptr': POINTER[dtype], 'B': 'i32', 'H': 'i32', 'W': 'constexpr',
+                 'C': 'constexpr', 'K': 'constexpr', 'ROWS': 'constexpr', 'STRIP': 'constexpr',
+                 'IMAGES': 'constexpr', 'BLOCK_C': 'constexpr'}
+    constants = dict(W=width, C=channels, K=kernel_size, ROWS=rows, STRIP=strip,
+                     IMAGES=32 * warps // block_c, BLOCK_C=block_c)
     # the 16-byte pointer alignment Triton assumes at launch for torch's allocations
     aligned = {(i, ): [['tt.divisibility', 16]] for i in range(4)}
     source = triton.compiler.ASTSource(fn=vmisa_triton._dwconv_kernel, signature=signature,

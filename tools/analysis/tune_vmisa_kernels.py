@@ -15,7 +15,7 @@ and for each stage of the arch (the map of benchmark_vmisa.py's block)
               BLOCK_K, warps, stages) of a grid and at its default tiles;
   dwconv      the depthwise 7x7 conv (BN folded) as cuDNN channels-last (cudnn.benchmark on),
               cuDNN on contiguous NCHW, PyTorch's own kernel (cuDNN off) in both layouts, and
-              the Triton kernel at every (ROWS, BLOCK_W, BLOCK_C, warps) of a grid and at its
+              the Triton kernel at every (ROWS, STRIP, BLOCK_C, warps) of a grid and at its
               default tiles;
   fused       the two fused VMI-SA kernels after the depthwise conv at every
               (BLOCK_T, BLOCK_D, warps, stages, programs per SM) of a grid;
@@ -122,11 +122,12 @@ def dwconv_rows(block, x, args):
                 rows.append(dict(kind='dwconv', impl=name, us=us))
         b, c, h, w = x.shape
         taps = vmisa_triton.tap_weights(weight)
-        # tiles of 4 to 16 outputs per thread: fewer leave lanes idle, more spill registers
-        grid = [(rows, block_w, block_c, warps) for rows, block_w, block_c, warps in
-                itertools.product(pow2_caps((8, 16, 32), h), pow2_caps((8, 16, 32), w),
-                                  pow2_caps((16, 32, 64), max(16, c)), (1, 2, 4))
-                if 4 <= block_w * block_c // (32 * warps) <= 16]
+        # a lane keeps K rows of STRIP accumulators: strips of 7 or 14 columns (wider ones
+        # spill registers); row tiles of the map's height or half of it
+        block_c = vmisa_triton.dwconv_config(c, w)[2]
+        grid = [(rows, strip, block_c, warps) for rows, strip, warps in
+                itertools.product(sorted({h, -(-h // 2)}), sorted({min(s, w) for s in (7, 14)}),
+                                  (1, 2))]
         rows += triton_rows(
             'dwconv', lambda config: vmisa_triton._depthwise_conv_impl(x, taps, bias, config,
                                                                        wrap=False),

@@ -687,9 +687,9 @@ def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tens
 def dwconv_config(channels: int, width: int):
     """(ROWS, STRIP, BLOCK_C, warps) of the depthwise kernel for a (C, W) map; a program's
     lanes are IMAGES = 32 warps / BLOCK_C images x BLOCK_C channels, BLOCK_C the largest power
-    of two <= 32 dividing C (at least 8: past C masked). The fastest tiles of
-    tools/analysis/tune_vmisa_kernels.py on VMINet-XS's stages (H200, batch 256, bf16: W = 56,
-    28, 14, 7 for C = 48, 96, 192, 384; tune_dwconv_lanes_h200.json)."""
+    of two <= 32 dividing C (at least 8: past C masked). The fastest of 14 tiles timed on
+    VMINet-XS's stages (H200, batch 256, bf16: W = 56, 28, 14, 7 for C = 48, 96, 192, 384);
+    tools/analysis/tune_vmisa_kernels.py --what dwconv sweeps them (docs/benchmarks.md)."""
     rows = 28 if width >= 28 else 14 if width >= 14 else 7
     strip = 14 if width >= 56 else 7
     block_c = min(32, max(8, channels & -channels))

@@ -468,9 +468,8 @@ class VMINet(BaseModule):
         is not for training or saving. Calling it again only switches the kernels."""
         for m in list(self.modules()):  # fuse() replaces children: iterate over a copy
             if isinstance(m, VMISA):
-                m.fuse(triton)
-            elif isinstance(m, ConvNorm):
-                m.fuse()
+                m.fuse(triton)  # its depthwise ConvNorm too
+        self.stem[0].fuse()
         for stage in self.stages:  # the downsamplers' convs and biases in one kernel each
             stage.downsample.fuse(triton)
         # the stem's conv and ReLU6 in one kernel (cuDNN's 3-channel conv is slow), where the

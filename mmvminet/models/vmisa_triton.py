@@ -696,11 +696,18 @@ def dwconv_config(channels: int, width: int):
     return rows, strip, block_c, 1
 
 
+def dwconv_images(config) -> int:
+    """IMAGES of the depthwise kernel at tiles config = (ROWS, STRIP, BLOCK_C, warps): a
+    program's lanes, one per thread, are IMAGES images x BLOCK_C channels."""
+    _, _, block_c, warps = config
+    return 32 * warps // block_c
+
+
 def dwconv_grid(batch: int, channels: int, height: int, width: int, config):
     """The depthwise kernel's launch grid at tiles config = (ROWS, STRIP, BLOCK_C, warps):
     (row tiles, image groups, column strips x channel groups)."""
-    rows, strip, block_c, warps = config
-    return (triton.cdiv(height, rows), triton.cdiv(batch, 32 * warps // block_c),
+    rows, strip, block_c, _ = config
+    return (triton.cdiv(height, rows), triton.cdiv(batch, dwconv_images(config)),
             triton.cdiv(width, strip) * triton.cdiv(channels, block_c))
 
 
@@ -717,7 +724,7 @@ def _depthwise_conv_impl(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor
     out = torch.empty_like(x)
     grid = dwconv_grid(b, c, h, w, config)
     _launch(_dwconv_kernel, grid, x, taps.float(), bias, out, b, h, W=w, C=c, K=k, ROWS=rows,
-            STRIP=strip, IMAGES=32 * warps // block_c, BLOCK_C=block_c, num_warps=warps,
+            STRIP=strip, IMAGES=dwconv_images(config), BLOCK_C=block_c, num_warps=warps,
             wrap=wrap)
     return out.permute(0, 3, 1, 2)
 

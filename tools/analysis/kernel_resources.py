@@ -11,10 +11,10 @@ frequent opcodes (cuobjdump beside ptxas). The loop over input rows is not unrol
 SASS holds one input row: a lane (one image and channel) loads the STRIP + K - 1 input columns
 of its row and adds each, at K column shifts, into K rows of STRIP accumulators: FFMA =
 K^2 STRIP. Spills, shared-memory traffic (LDS, STS: layout conversions) or loads that rival the
-FFMAs are what to look for. Also printed: the warps an SM can hold at those registers (64K registers per SM, 64
-warps at most) and the waves the launch grid of a square W x W map at --batch takes on --sms
-SMs (132 on the H100 SXM and H200): a second, part-filled wave leaves SMs idle, one reason
-why a tile with fewer registers can time slower. The ptxas is the installed Triton's; a GPU
+FFMAs are what to look for. Also printed: the warps an SM can hold at those registers (64K
+registers per SM, 64 warps at most) and the waves the launch grid of a square W x W map at
+--batch takes on --sms SMs (132 on the H100 SXM and H200): a second, part-filled wave leaves
+SMs idle, one reason why a tile with fewer registers can time slower. The ptxas is the installed Triton's; a GPU
 machine with another Triton version may allocate otherwise (Triton 3.6 and 3.8 differ here).
 """
 import argparse
@@ -76,7 +76,7 @@ def compile_kernel(width: int, channels: int, dtype: torch.dtype, tiles, arch: i
                  'C': 'constexpr', 'K': 'constexpr', 'ROWS': 'constexpr', 'STRIP': 'constexpr',
                  'IMAGES': 'constexpr', 'BLOCK_C': 'constexpr'}
     constants = dict(W=width, C=channels, K=kernel_size, ROWS=rows, STRIP=strip,
-                     IMAGES=32 * warps // block_c, BLOCK_C=block_c)
+                     IMAGES=vmisa_triton.dwconv_images(tiles), BLOCK_C=block_c)
     # the 16-byte pointer alignment Triton assumes at launch for torch's allocations
     aligned = {(i, ): [['tt.divisibility', 16]] for i in range(4)}
     source = triton.compiler.ASTSource(fn=vmisa_triton._dwconv_kernel, signature=signature,

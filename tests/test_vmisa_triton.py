@@ -311,10 +311,11 @@ def test_dwconv_config_fills_the_lanes():
     C (8 channels at least, masked past C elsewhere); tiles no lane can take are an error."""
     for arch in VMINet.arch_settings:
         for c, w in zip(VMINet(arch).channels, (56, 28, 14, 7)):
-            rows, strip, block_c, warps = vmisa_triton.dwconv_config(c, w)
+            rows, strip, block_c, warps = vmisa_triton.dwconv_config(c, w, w)
             assert (32 * warps) % block_c == 0 and c % block_c == 0, (arch, c)
-            assert 1 <= strip <= 14 and rows >= 7
-    assert vmisa_triton.dwconv_config(15, 9)[2] == 8
+            assert strip in (7, 14) and rows == w
+    assert vmisa_triton.dwconv_config(15, 9, 9)[2] == 8
+    assert vmisa_triton.dwconv_config(48, 200, 336)[:2] == (56, 7)
     x = torch.randn(1, 64, 5, 5)
     with pytest.raises(ValueError, match='BLOCK_C = 64 must divide the 32 lanes of 1 warps'):
         vmisa_triton._depthwise_conv_impl(x, torch.randn(49, 64), torch.randn(64), (4, 7, 64, 1))

@@ -684,14 +684,17 @@ def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tens
     return (_vmisa_fused if INTERPRET else _vmisa_fused_op)(*args)
 
 
-def dwconv_config(channels: int, width: int):
-    """(ROWS, STRIP, BLOCK_C, warps) of the depthwise kernel for a (C, W) map; a program's
+def dwconv_config(channels: int, height: int, width: int):
+    """(ROWS, STRIP, BLOCK_C, warps) of the depthwise kernel for a (C, H, W) map; a program's
     lanes are IMAGES = 32 warps / BLOCK_C images x BLOCK_C channels, BLOCK_C the largest power
-    of two <= 32 dividing C (at least 8: past C masked). The fastest of 14 tiles timed on
-    VMINet-XS's stages (H200, batch 256, bf16: W = 56, 28, 14, 7 for C = 48, 96, 192, 384);
-    tools/analysis/tune_vmisa_kernels.py --what dwconv sweeps them (docs/benchmarks.md)."""
-    rows = 28 if width >= 28 else 14 if width >= 14 else 7
-    strip = 14 if width >= 56 else 7
+    of two <= 32 dividing C (at least 8: past C masked). A program streams down the whole map
+    (at most 56 rows: taller maps are split so that a few images still fill the GPU), in
+    strips of 7 columns, or 14 on maps 14 to 27 wide. The fastest of 8 tiles per stage
+    timed on VMINet-XS (H200, batch 256, bf16: maps 56, 28, 14, 7 wide for C = 48, 96, 192,
+    384; docs/benchmarks/tune_dwconv_lanes_h200.json, made by
+    tools/analysis/tune_vmisa_kernels.py --what dwconv)."""
+    rows = min(height, 56)
+    strip = 14 if 14 <= width < 28 else 7
     block_c = min(32, max(8, channels & -channels))
     return rows, strip, block_c, 1
 
@@ -740,7 +743,7 @@ def _depthwise_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> 
         lanes = triton.next_power_of_2(b) * triton.next_power_of_2(c)
         config = (h, w, triton.next_power_of_2(c), max(1, lanes // 32))
     else:
-        config = dwconv_config(c, w)
+        config = dwconv_config(c, h, w)
     return _depthwise_conv_impl(x, taps, bias, config)
 
 

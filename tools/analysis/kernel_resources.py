@@ -120,7 +120,7 @@ def main(argv=None):
     dtype = DTYPES[args.dtype]
     rows = []
     for width, channels in args.maps:
-        tiles = args.tiles or vmisa_triton.dwconv_config(channels, width)
+        tiles = args.tiles or vmisa_triton.dwconv_config(channels, width, width)
         ptx = compile_kernel(width, channels, dtype, tiles, args.arch, args.kernel_size)
         name = vmisa_triton._dwconv_kernel.__name__
         row = dict(width=width, channels=channels, dtype=args.dtype, kernel=name,

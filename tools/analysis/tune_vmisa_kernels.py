@@ -124,7 +124,7 @@ def dwconv_rows(block, x, args):
         taps = vmisa_triton.tap_weights(weight)
         # a lane keeps K rows of STRIP accumulators: strips of 7 or 14 columns (wider ones
         # spill registers); row tiles of the map's height or half of it
-        block_c = vmisa_triton.dwconv_config(c, w)[2]
+        block_c = vmisa_triton.dwconv_config(c, h, w)[2]
         grid = [(rows, strip, block_c, warps) for rows, strip, warps in
                 itertools.product(sorted({h, -(-h // 2)}), sorted({min(s, w) for s in (7, 14)}),
                                   (1, 2))]

@@ -688,7 +688,7 @@ def dwconv_config(channels: int, height: int, width: int):
     """(ROWS, STRIP, BLOCK_C, warps) of the depthwise kernel for a (C, H, W) map; a program's
     lanes are IMAGES = 32 warps / BLOCK_C images x BLOCK_C channels, BLOCK_C the largest power
     of two <= 32 dividing C (at least 8: past C masked). A program streams down the whole map
-    (at most 56 rows: taller maps are split so that a few images still fill the GPU), in
+    (at most 56 rows, the tallest timed; taller maps, as in detection, are split), in
     strips of 7 columns, or 14 on maps 14 to 27 wide. The fastest of 8 tiles per stage
     timed on VMINet-XS (H200, batch 256, bf16: maps 56, 28, 14, 7 wide for C = 48, 96, 192,
     384; docs/benchmarks/tune_dwconv_lanes_h200.json, made by

@@ -28,8 +28,7 @@ def test_stage2_kernel_has_no_spills_and_one_fma_per_output_tap(tool, tmp_path):
     # constant padding); no layout change through shared memory
     opcodes = row['opcodes']
     assert abs(opcodes['FFMA'] - 49 * strip) <= 16
-    columns = 14 if strip >= 14 else strip + 6
-    assert opcodes['LDG'] == columns + 49 + 1
+    assert opcodes['LDG'] == min(strip + 6, 14) + 49 + 1
     assert opcodes.get('LDS', 0) == 0 and opcodes.get('STS', 0) == 0
     # the stage-2 grid: one row tile, 256 images in groups, 14 / STRIP strips, 192 / BLOCK_C
     # channel groups

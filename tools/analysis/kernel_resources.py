@@ -14,8 +14,9 @@ K^2 STRIP. Spills, shared-memory traffic (LDS, STS: layout conversions) or loads
 FFMAs are what to look for. Also printed: the warps an SM can hold at those registers (64K
 registers per SM, 64 warps at most) and the waves the launch grid of a square W x W map at
 --batch takes on --sms SMs (132 on the H100 SXM and H200): a second, part-filled wave leaves
-SMs idle, one reason why a tile with fewer registers can time slower. The ptxas is the installed Triton's; a GPU
-machine with another Triton version may allocate otherwise (Triton 3.6 and 3.8 differ here).
+SMs idle, one reason why a tile with fewer registers can time slower. The ptxas is the
+installed Triton's; a GPU machine with another Triton version may allocate otherwise (Triton
+3.6 and 3.8 differ here).
 """
 import argparse
 import collections

@@ -40,6 +40,9 @@ def check_row(row, task, shape):
         assert row[f'{phase}_img_s'] == pytest.approx(2e3 / row[f'{phase}_ms'])
         assert row[f'{phase}_peak_gib'] is None  # CUDA only
     assert row['train_skipped_steps'] == 0 and row['backbone'] == 'eager'
+    # the backbone alone is part of a step: the rest of the step is what is left
+    assert 0 < row['train_backbone_ms'] < row['train_ms']
+    assert row['train_rest_ms'] == pytest.approx(row['train_ms'] - row['train_backbone_ms'])
 
 
 @pytest.mark.slow  # 30-75 s on 2 shared cores: the RoI heads cost the same at any image size
@@ -94,19 +97,37 @@ def test_prepare_config(dense):
     assert cpu.optim_wrapper.type == 'OptimWrapper' and 'dtype' not in cpu.optim_wrapper
 
 
-def test_compile_backbone_wraps_only_the_backbone(dense):
-    args = dense.parse_args(['--device', 'cpu', '--compile-backbone'])
+def test_compile_modes_wrap_only_the_backbone(dense, monkeypatch):
+    args = dense.parse_args(['--device', 'cpu', '--backbone-modes', 'eager,compile,cudagraph'])
+    assert args.backbone_modes == ['eager', 'compile', 'cudagraph']
     cfg = dense.prepare_config(dense.load_config(dense.resolve_config(
         dense.SPECS['upernet_vminet_s'].config)), 'seg', args)
-    compiled = dense.build(cfg, args)
-    args.compile_backbone = False
-    eager = dense.build(cfg, args)
-    # torch.compile's wrapper around the backbone's own forward; the heads and keys unchanged
-    original = compiled.backbone.forward._torchdynamo_orig_callable
-    assert original.__func__ is type(compiled.backbone).forward
+    eager = dense.build(cfg, args, 'eager')
     assert not hasattr(eager.backbone.forward, '_torchdynamo_orig_callable')
-    assert not hasattr(compiled.decode_head.forward, '_torchdynamo_orig_callable')
-    assert list(compiled.state_dict()) == list(eager.state_dict())
+    modes = []
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda fn, **kw: modes.append(kw) or compile_(fn, **kw))
+    for mode in ('compile', 'cudagraph'):
+        compiled = dense.build(cfg, args, mode)
+        # torch.compile's wrapper around the backbone's own forward; the heads and keys unchanged
+        original = compiled.backbone.forward._torchdynamo_orig_callable
+        assert original.__func__ is type(compiled.backbone).forward
+        assert not hasattr(compiled.decode_head.forward, '_torchdynamo_orig_callable')
+        assert list(compiled.state_dict()) == list(eager.state_dict())
+    assert modes == [dict(dynamic=False, mode='default'),
+                     dict(dynamic=False, mode='reduce-overhead')]
+
+
+def test_backbone_modes_arguments(dense):
+    assert dense.parse_args(['--device', 'cpu']).backbone_modes == ['eager']
+    assert dense.parse_args(['--device', 'cpu', '--compile-backbone']).backbone_modes == [
+        'compile']
+    assert dense.parse_args(['--device', 'cpu', '--backbone-modes', 'compile, eager,compile']
+                            ).backbone_modes == ['compile', 'eager']
+    for argv in (['--backbone-modes', 'jit'], ['--backbone-modes', ','],
+                 ['--compile-backbone', '--backbone-modes', 'eager']):
+        with pytest.raises(SystemExit):
+            dense.parse_args(['--device', 'cpu'] + argv)
 
 
 def test_failure_is_recorded_not_fatal(dense, tmp_path, monkeypatch):
@@ -121,21 +142,45 @@ def test_failure_is_recorded_not_fatal(dense, tmp_path, monkeypatch):
 
 
 def test_ratios_and_table(dense):
-    rows = [dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16', params_m=33.4,
-                 train_ms=100.0, train_p90_ms=110.0, train_img_s=20.0, train_peak_gib=6.0,
-                 errors=[]),
-            dict(key='mask_rcnn_swin_t', model='B', task='det', precision='fp16', params_m=47.8,
-                 train_ms=150.0, train_p90_ms=160.0, train_img_s=13.3, train_peak_gib=8.0,
+    rows = [dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16',
+                 backbone='eager', params_m=33.4, train_ms=100.0, train_p90_ms=110.0,
+                 train_img_s=20.0, train_peak_gib=6.0, train_backbone_ms=40.0,
+                 train_rest_ms=60.0, errors=[]),
+            dict(key='mask_rcnn_swin_t', model='B', task='det', precision='fp16',
+                 backbone='eager', params_m=47.8, train_ms=150.0, train_p90_ms=160.0,
+                 train_img_s=13.3, train_peak_gib=8.0,
                  errors=['infer: OutOfMemoryError: CUDA out of memory']),
-            dict(key='upernet_vminet_s', model='C', task='seg', precision='bf16', params_m=38.3,
-                 train_ms=50.0, errors=[])]
+            dict(key='upernet_vminet_s', model='C', task='seg', precision='bf16',
+                 backbone='eager', params_m=38.3, train_ms=50.0, train_peak_gib=None,
+                 errors=[]),
+            dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16',
+                 backbone='cudagraph', params_m=33.4, train_ms=80.0, train_peak_gib=7.0,
+                 errors=[]),
+            dict(key='mask_rcnn_swin_t', model='B', task='det', precision='fp16',
+                 backbone='compile', params_m=47.8, train_ms=120.0, train_peak_gib=7.5,
+                 errors=[])]
     dense.add_ratios(rows)
     assert rows[0]['train_speedup_vs_swin'] == 1.5 and rows[0]['train_mem_vs_swin'] == 0.75
+    assert rows[0]['train_free_backbone_speedup_vs_swin'] == 2.5  # 150 / 60
     assert rows[1]['train_speedup_vs_swin'] == 1.0 and rows[0]['infer_speedup_vs_swin'] is None
     assert rows[2]['train_speedup_vs_swin'] is None  # its baseline did not run
+    assert rows[3]['train_speedup_vs_swin'] is None  # no Swin-T row in its mode
     lines = dense.markdown_table(rows).splitlines()
-    assert len(lines) == 5 and lines[2].startswith('| A | det | fp16 | 33.40 | 100.0 (110.0) |')
-    assert '| 1.50x | 0.75 |' in lines[2] and lines[3].endswith('| infer: OutOfMemoryError |')
+    assert len(lines) == 7
+    assert lines[2].startswith('| A | det | fp16 | eager | 33.40 | 100.0 (110.0) |')
+    assert '| 1.50x | 0.75 | 40.0 | 60.0 | 2.50x |' in lines[2]
+    assert lines[3].endswith('| infer: OutOfMemoryError |')
+
+    # the fastest mode of each model, against Swin-T's fastest of the same task
+    best = {b['key']: b for b in dense.best_vs_best(rows)}
+    assert list(best) == ['mask_rcnn_vminet_s', 'mask_rcnn_swin_t', 'upernet_vminet_s']
+    assert best['mask_rcnn_vminet_s']['backbone'] == 'cudagraph'
+    assert best['mask_rcnn_vminet_s']['swin_backbone'] == 'compile'
+    assert best['mask_rcnn_vminet_s']['speedup_vs_swin'] == 1.5  # 120 / 80
+    assert best['mask_rcnn_vminet_s']['mem_vs_swin'] == pytest.approx(7.0 / 7.5)
+    assert best['upernet_vminet_s']['speedup_vs_swin'] is None
+    assert '| A | cudagraph | 80.0 | 7.00 | 1.50x | 0.93 |' in dense.best_table(
+        list(best.values()))
 
 
 def test_bad_arguments_are_rejected(dense):

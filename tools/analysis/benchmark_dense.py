@@ -2,17 +2,22 @@
 
     python tools/analysis/benchmark_dense.py [--models all|NAMES] [--steps 30] [--warmup 10]
         [--det-shape 800 1333] [--seg-shape 512 512] [--batch 2] [--device cuda|cpu]
-        [--channels-last] [--compile-backbone] [--no-train] [--no-infer] [--profile-steps 0]
-        [--out dense_benchmark.json]
+        [--channels-last] [--backbone-modes eager,compile,cudagraph] [--compile-backbone]
+        [--no-train] [--no-infer] [--profile-steps 0] [--out dense_benchmark.json]
 
 Models (--models, comma separated): mask_rcnn_vminet_s (configs/mask_rcnn_vminet_s_1x.py) and
 mask_rcnn_swin_t (mmdet's swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py), 2 images of 800x1333 with
 fp16 AMP; upernet_vminet_s (configs/upernet_vminet_s_160k_ade20k.py) and upernet_swin_t (mmseg's
 swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py), 2 images of 512x512
 with bf16 autocast. Every model is built from its config with pretrained weights off and SyncBN
-reverted to BN (one device, no DDP). --compile-backbone runs every model's backbone (ours and
-Swin-T alike) through torch.compile (static shapes; the heads, whose shapes depend on the data,
-stay eager): each row says which.
+reverted to BN (one device, no DDP).
+
+--backbone-modes (comma separated; default eager) says how every model's backbone, ours and Swin-T
+alike, runs; each model is measured once per mode, one row each: 'eager'; 'compile'
+(torch.compile, static shapes); 'cudagraph' (torch.compile's 'reduce-overhead' mode: the compiled
+forward and backward are replayed as CUDA graphs, so the backbone costs the host no launches).
+The necks and heads, whose shapes depend on the data, stay eager. --compile-backbone is short for
+--backbone-modes compile.
 
 A training step is what mmengine's runner does per iteration: ``model.train_step`` (data
 preprocessor, forward in loss mode, backward, optimizer step) with the optimizer wrapper built
@@ -25,14 +30,23 @@ on CPU) after --warmup steps, reported as median and p90; peak CUDA memory is
 ``torch.cuda.max_memory_allocated`` since the phase began (weights, gradients and optimizer state
 included). On CPU everything runs in fp32 (AmpOptimWrapper needs an accelerator): for smoke tests.
 
+After the training steps, the backbone alone is timed the same way on the step's own
+preprocessed batch: forward, and backward from the mean of its outputs, under the task's autocast
+(``train_backbone_ms``). The rest of the step (``train_rest_ms``: the step's median less the
+backbone's) is what no backbone can make faster: data to the device, neck, heads, target
+assignment, losses, optimizer. ``train_free_backbone_speedup_vs_swin`` is Swin-T's step over that
+rest: the most any backbone could give in this model and mode.
+
 --profile-steps N runs N more training steps under torch.profiler after the timed ones and keeps
 the kernels that took the most device time (CPU: operators and CPU time) in the row's
 ``train_profile``: name, ms per step and share of the profiled kernel time, to say where a step
 goes.
 
-Prints one markdown table (with speed-up and memory fraction against the Swin-T of the same task)
-and writes the rows plus an ``env`` block (device, versions, exact command) to --out. A failure
-(an OOM, a missing config) is recorded in its row, never fatal.
+Prints one markdown table (with speed-up and memory fraction against the Swin-T of the same task
+and backbone mode) and, with more than one mode, the best mode of each model against Swin-T's best;
+writes the rows, that ``best`` list and an ``env`` block (device, versions, exact command) to
+--out. A failure (an OOM, a missing config, a mode that does not compile) is recorded in its row,
+never fatal.
 """
 import argparse
 import contextlib
@@ -93,6 +107,8 @@ SPECS = {
 BASELINES = {'det': 'mask_rcnn_swin_t', 'seg': 'upernet_swin_t'}
 #: task -> autocast dtype on CUDA (Mask R-CNN: mmcv's RoIAlign has no bf16 kernel)
 TASK_DTYPES = {'det': 'fp16', 'seg': 'bf16'}
+#: --backbone-modes -> torch.compile mode (None: eager)
+BACKBONE_MODES = {'eager': None, 'compile': 'default', 'cudagraph': 'reduce-overhead'}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,8 +132,11 @@ def parse_args(argv=None):
     parser.add_argument('--channels-last', action='store_true',
                         help='model weights in channels_last (inputs stay as the data '
                         'preprocessor makes them)')
+    parser.add_argument('--backbone-modes', default=None,
+                        help='how every backbone runs, comma separated, one row per model and '
+                        f'mode: some of {",".join(BACKBONE_MODES)} (default eager)')
     parser.add_argument('--compile-backbone', action='store_true',
-                        help="torch.compile every model's backbone (training and inference)")
+                        help='short for --backbone-modes compile')
     parser.add_argument('--no-train', dest='train', action='store_false',
                         help='skip the training step')
     parser.add_argument('--no-infer', dest='infer', action='store_false',
@@ -134,6 +153,13 @@ def parse_args(argv=None):
     unknown = [n for n in args.models if n not in SPECS]
     if unknown or not args.models:
         parser.error(f'unknown --models {unknown}; valid: all, {", ".join(SPECS)}')
+    if args.compile_backbone and args.backbone_modes is not None:
+        parser.error('--compile-backbone is short for --backbone-modes compile: give one of them')
+    modes = 'compile' if args.compile_backbone else (args.backbone_modes or 'eager')
+    args.backbone_modes = list(dict.fromkeys(m.strip() for m in modes.split(',') if m.strip()))
+    unknown = [m for m in args.backbone_modes if m not in BACKBONE_MODES]
+    if unknown or not args.backbone_modes:
+        parser.error(f'unknown --backbone-modes {unknown}; valid: {", ".join(BACKBONE_MODES)}')
     if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.profile_steps < 0:
         parser.error('--steps and --batch need at least 1, --warmup and --profile-steps at '
                      'least 0')
@@ -201,8 +227,9 @@ def num_classes(cfg: Config, task: str) -> int:
     return cfg.model.decode_head.num_classes
 
 
-def build(cfg: Config, args):
-    """The config's model with fresh weights, BN for SyncBN, on the device, in train mode."""
+def build(cfg: Config, args, mode: str = 'eager'):
+    """The config's model with fresh weights, BN for SyncBN, on the device, in train mode, its
+    backbone run as ``mode`` (a key of BACKBONE_MODES) says."""
     from mmengine.model import revert_sync_batchnorm
     torch.manual_seed(0)  # every model starts from the same random state
     model = build_model(cfg.model, cfg.default_scope)
@@ -210,9 +237,10 @@ def build(cfg: Config, args):
     model = revert_sync_batchnorm(model).to(args.device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if args.compile_backbone:
+    if BACKBONE_MODES[mode] is not None:
         # the bound method, not the module: state-dict keys and the heads stay as they are
-        model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False)
+        model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False,
+                                               mode=BACKBONE_MODES[mode])
     return model.train()
 
 
@@ -312,8 +340,23 @@ def loss_scale(optim_wrapper) -> Optional[float]:
     return scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
 
 
-def measure_train(model, data, cfg: Config, args) -> Dict:
-    """Training-step timings and peak memory; the optimizer state is freed afterwards."""
+def backbone_step(model, data, task: str, device: str) -> Callable[[], None]:
+    """The backbone's share of a training step on ``data``: forward on the preprocessed batch
+    (N, 3, H, W), backward from the mean of its outputs (each (N, C_i, H_i, W_i))."""
+    with torch.no_grad():
+        inputs = model.data_preprocessor(data, training=True)['inputs']
+
+    def step():
+        with autocast(task, device):
+            outputs = model.backbone(inputs)
+        sum(out.float().mean() for out in outputs).backward()
+
+    return step
+
+
+def measure_train(model, data, cfg: Config, task: str, args) -> Dict:
+    """Training-step timings and peak memory, then the backbone's share of a step alone; the
+    optimizer state and gradients are freed afterwards."""
     reset_peak(args.device)
     optim_wrapper = build_optimizer(model, cfg)
     step = lambda: model.train_step(data, optim_wrapper)  # noqa: E731
@@ -329,6 +372,12 @@ def measure_train(model, data, cfg: Config, args) -> Dict:
                                      if scale_before else 0)
     if args.profile_steps:
         result['train_profile'] = profile_steps(step, args.profile_steps, args.device)
+    del optim_wrapper
+    backbone = backbone_step(model, data, task, args.device)
+    warm_up(backbone, args.warmup)
+    result['train_backbone_ms'] = statistics.median(time_steps(backbone, args.steps,
+                                                               args.device))
+    result['train_rest_ms'] = result['train_ms'] - result['train_backbone_ms']
     return result
 
 
@@ -356,27 +405,23 @@ def error_text(phase: str, exc: BaseException) -> str:
     return f'{phase}: {type(exc).__name__}' + (f': {detail[0][:300]}' if detail else '')
 
 
-def backbone_mode(args) -> str:
-    """How the backbones run: 'compile' (--compile-backbone) or 'eager'."""
-    return 'compile' if args.compile_backbone else 'eager'
-
-
-def benchmark_model(key: str, args) -> Dict:
-    """One row: the model's training and inference measurements, or the error that stopped one."""
+def benchmark_model(key: str, mode: str, args) -> Dict:
+    """One row: the model's training and inference measurements with its backbone run as
+    ``mode``, or the error that stopped one."""
     spec = SPECS[key]
     shape = args.det_shape if spec.task == 'det' else args.seg_shape
     row = dict(key=key, model=spec.name, task=spec.task, config=spec.config,
                precision=precision(spec.task, args.device), batch=args.batch, shape=list(shape),
-               backbone=backbone_mode(args),
-               params_m=None, cudnn_benchmark=None, errors=[])
+               backbone=mode, params_m=None, cudnn_benchmark=None, errors=[])
     # the same keys in every row, None where a phase was skipped or failed
     row.update({f'{phase}_{k}': None for phase in ('train', 'infer')
-                for k in ('ms', 'p90_ms', 'img_s', 'peak_gib')}, train_skipped_steps=None)
+                for k in ('ms', 'p90_ms', 'img_s', 'peak_gib')}, train_skipped_steps=None,
+               train_backbone_ms=None, train_rest_ms=None)
     errors = row['errors']
     model = data = cfg = None
     try:
         cfg = prepare_config(load_config(resolve_config(spec.config)), spec.task, args)
-        model = build(cfg, args)
+        model = build(cfg, args, mode)
         row['params_m'] = round(count_params(model), 3)
         make_batch = det_batch if spec.task == 'det' else seg_batch
         data = make_batch(shape, args.batch, num_classes(cfg, spec.task))
@@ -387,7 +432,8 @@ def benchmark_model(key: str, args) -> Dict:
         # each library's own runtime setting (mmdet: off, mmseg: on), as its training would use
         row['cudnn_benchmark'] = bool(cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
         torch.backends.cudnn.benchmark = row['cudnn_benchmark'] and args.device == 'cuda'
-        phases = [('train', lambda: measure_train(model, data, cfg, args))] if args.train else []
+        phases = ([('train', lambda: measure_train(model, data, cfg, spec.task, args))]
+                  if args.train else [])
         if args.infer:
             phases.append(('infer', lambda: measure_infer(model, data, spec.task, args)))
         for phase, run in phases:
@@ -404,29 +450,55 @@ def benchmark_model(key: str, args) -> Dict:
     return row
 
 
+def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
+    return numerator / denominator if numerator and denominator else None
+
+
 def add_ratios(rows: List[Dict]):
-    """Against the Swin-T of the same task: speed-up (its ms / ours) and memory (ours / its)."""
-    by_key = {r['key']: r for r in rows}
+    """Against the Swin-T of the same task and backbone mode: speed-up (its ms / ours), memory
+    (ours / its) and the speed-up a backbone that took no time would give (its ms / our rest)."""
+    by_key = {(r['key'], r['backbone']): r for r in rows}
     for row in rows:
-        base = by_key.get(BASELINES[row['task']], {})
+        base = by_key.get((BASELINES[row['task']], row['backbone']), {})
         for phase in ('train', 'infer'):
-            ms, base_ms = row.get(f'{phase}_ms'), base.get(f'{phase}_ms')
-            mem, base_mem = row.get(f'{phase}_peak_gib'), base.get(f'{phase}_peak_gib')
-            row[f'{phase}_speedup_vs_swin'] = base_ms / ms if ms and base_ms else None
-            row[f'{phase}_mem_vs_swin'] = mem / base_mem if mem and base_mem else None
+            row[f'{phase}_speedup_vs_swin'] = ratio(base.get(f'{phase}_ms'), row.get(f'{phase}_ms'))
+            row[f'{phase}_mem_vs_swin'] = ratio(row.get(f'{phase}_peak_gib'),
+                                                base.get(f'{phase}_peak_gib'))
+        row['train_free_backbone_speedup_vs_swin'] = ratio(base.get('train_ms'),
+                                                           row.get('train_rest_ms'))
+
+
+def best_vs_best(rows: List[Dict]) -> List[Dict]:
+    """Each model's fastest training step over the backbone modes it ran in, against the fastest
+    of its task's Swin-T: speed-up (its ms / ours) and memory (ours / its)."""
+    best = {}
+    for row in rows:
+        if row.get('train_ms') and (row['key'] not in best
+                                    or row['train_ms'] < best[row['key']]['train_ms']):
+            best[row['key']] = row
+    result = []
+    for key, row in best.items():
+        base = best.get(BASELINES[row['task']], {})
+        result.append(dict(key=key, model=row['model'], backbone=row['backbone'],
+                           train_ms=row['train_ms'], train_peak_gib=row['train_peak_gib'],
+                           speedup_vs_swin=ratio(base.get('train_ms'), row['train_ms']),
+                           mem_vs_swin=ratio(row['train_peak_gib'], base.get('train_peak_gib')),
+                           swin_backbone=base.get('backbone')))
+    return result
 
 
 # ----------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------
 def markdown_table(rows: List[Dict]) -> str:
-    header = ['model', 'task', 'dtype', 'params M', 'train ms (p90)', 'train img/s',
+    header = ['model', 'task', 'dtype', 'backbone', 'params M', 'train ms (p90)', 'train img/s',
               'train peak GiB', 'train speed-up vs Swin-T', 'train mem vs Swin-T',
+              'backbone fwd+bwd ms', 'rest of step ms', 'speed-up vs Swin-T, free backbone',
               'infer ms (p90)', 'infer img/s', 'infer peak GiB', 'infer speed-up vs Swin-T',
               'errors']
     lines = []
     for r in rows:
-        cells = [r['model'], r['task'], r['precision'], fmt(r['params_m'], 2)]
+        cells = [r['model'], r['task'], r['precision'], r['backbone'], fmt(r['params_m'], 2)]
         for phase in ('train', 'infer'):
             timed = r.get(f'{phase}_ms') is not None
             cells += [f'{fmt(r.get(f"{phase}_ms"))} ({fmt(r.get(f"{phase}_p90_ms"))})'
@@ -434,12 +506,26 @@ def markdown_table(rows: List[Dict]) -> str:
                       fmt(r.get(f'{phase}_peak_gib'), 2),
                       fmt(r.get(f'{phase}_speedup_vs_swin'), 2) + ('x' if timed else '')]
             if phase == 'train':
-                cells.append(fmt(r.get('train_mem_vs_swin'), 2))
+                bound = r.get('train_free_backbone_speedup_vs_swin')
+                cells += [fmt(r.get('train_mem_vs_swin'), 2), fmt(r.get('train_backbone_ms')),
+                          fmt(r.get('train_rest_ms')), fmt(bound, 2) + ('x' if bound else '')]
         # 'phase: ErrorType' of each failure; the messages are in the JSON
         cells.append(', '.join(': '.join(e.split(': ')[:2]) for e in r['errors']))
         lines.append(cells)
+    return table(header, lines)
+
+
+def table(header: List[str], lines: List[List[str]]) -> str:
     return '\n'.join('| ' + ' | '.join(line) + ' |'
                      for line in [header, ['---'] * len(header)] + lines)
+
+
+def best_table(best: List[Dict]) -> str:
+    header = ['model', 'fastest backbone mode', 'train ms', 'train peak GiB',
+              "speed-up vs Swin-T's fastest", "mem vs Swin-T's fastest"]
+    return table(header, [[b['model'], b['backbone'], fmt(b['train_ms']),
+                           fmt(b['train_peak_gib'], 2), fmt(b['speedup_vs_swin'], 2) + 'x',
+                           fmt(b['mem_vs_swin'], 2)] for b in best])
 
 
 def environment(args, argv: List[str]) -> Dict:
@@ -468,15 +554,19 @@ def main(argv=None) -> Dict:
     from mmengine.logging import MMLogger
     MMLogger.get_instance(f'benchmark_dense_{time.monotonic_ns()}', log_level='WARNING')
     results = dict(env=environment(args, argv), rows=[])
-    print(f'{len(args.models)} models on {results["env"]["device"]}', flush=True)
-    for i, key in enumerate(args.models, 1):
+    runs = [(key, mode) for key in args.models for mode in args.backbone_modes]
+    print(f'{len(args.models)} models x {len(args.backbone_modes)} backbone modes on '
+          f'{results["env"]["device"]}', flush=True)
+    for i, (key, mode) in enumerate(runs, 1):
         begin = time.perf_counter()
-        row = benchmark_model(key, args)
+        row = benchmark_model(key, mode, args)
         results['rows'].append(row)
         add_ratios(results['rows'])
+        results['best'] = best_vs_best(results['rows'])
         write_json(args.out, results)  # partial results survive a crash later on
-        print(f'[{i}/{len(args.models)}] {row["model"]} done in '
-              f'{time.perf_counter() - begin:.1f} s: train {fmt(row.get("train_ms"))} ms, '
+        print(f'[{i}/{len(runs)}] {row["model"]} ({mode}) done in '
+              f'{time.perf_counter() - begin:.1f} s: train {fmt(row.get("train_ms"))} ms (backbone '
+              f'{fmt(row.get("train_backbone_ms"))} ms), '
               f'infer {fmt(row.get("infer_ms"))} ms'
               + ''.join(f'\n    ! {e}' for e in row['errors']), flush=True)
         for kernel in row.get('train_profile') or []:
@@ -485,11 +575,13 @@ def main(argv=None) -> Dict:
 
     print(f'\n{results["env"]["device"]}; torch {torch.__version__}, mmcv '
           f'{results["env"]["mmcv"]}, mmdet {results["env"]["mmdet"]}, mmseg '
-          f'{results["env"]["mmseg"]}; backbones {backbone_mode(args)}; batch {args.batch}, '
+          f'{results["env"]["mmseg"]}; batch {args.batch}, '
           f'det {args.det_shape[0]}x'
           f'{args.det_shape[1]}, seg {args.seg_shape[0]}x{args.seg_shape[1]}; medians of '
           f'{args.steps} steps after {args.warmup}\n')
     print(markdown_table(results['rows']))
+    if len(args.backbone_modes) > 1 and args.train:
+        print('\nbest against best (training step):\n' + best_table(results['best']))
     errors = [f'{r["model"]}: {e}' for r in results['rows'] for e in r['errors']]
     if errors:
         print('\nerrors:\n  ' + '\n  '.join(errors))

@@ -141,6 +141,21 @@ def test_failure_is_recorded_not_fatal(dense, tmp_path, monkeypatch):
     assert '| build: FileNotFoundError |' in dense.markdown_table(results['rows'])
 
 
+def test_backbone_failure_keeps_the_step(dense, monkeypatch):
+    """A backbone timed alone that fails (as a compiled one can) is an error of its own phase."""
+    def fail(*args):
+        raise RuntimeError('accessing tensor output of CUDAGraphs that has been overwritten')
+
+    monkeypatch.setattr(dense, 'measure_train', lambda *args: dict(train_ms=12.5))
+    monkeypatch.setattr(dense, 'measure_backbone', fail)
+    args = dense.parse_args(TINY + ['--no-infer'])
+    row = dense.benchmark_model('upernet_vminet_s', 'eager', args)
+    assert row['train_ms'] == 12.5 and row['train_backbone_ms'] is None
+    assert row['train_rest_ms'] is None
+    assert row['errors'] == ['backbone: RuntimeError: accessing tensor output of CUDAGraphs that '
+                             'has been overwritten']
+
+
 def test_ratios_and_table(dense):
     rows = [dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16',
                  backbone='eager', params_m=33.4, train_ms=100.0, train_p90_ms=110.0,

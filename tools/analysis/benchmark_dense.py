@@ -32,10 +32,11 @@ included). On CPU everything runs in fp32 (AmpOptimWrapper needs an accelerator)
 
 After the training steps, the backbone alone is timed the same way on the step's own
 preprocessed batch: forward, and backward from the mean of its outputs, under the task's autocast
-(``train_backbone_ms``). The rest of the step (``train_rest_ms``: the step's median less the
-backbone's) is what no backbone can make faster: data to the device, neck, heads, target
-assignment, losses, optimizer. ``train_free_backbone_speedup_vs_swin`` is Swin-T's step over that
-rest: the most any backbone could give in this model and mode.
+(``train_backbone_ms``; a failure there is a 'backbone' error and keeps the step's timings). The
+rest of the step (``train_rest_ms``: the step's median less the backbone's) is what no backbone
+can make faster: data to the device, neck, heads, target assignment, losses, optimizer.
+``train_free_backbone_speedup_vs_swin`` is Swin-T's step over that rest: the most any backbone
+could give in this model and mode.
 
 --profile-steps N runs N more training steps under torch.profiler after the timed ones and keeps
 the kernels that took the most device time (CPU: operators and CPU time) in the row's
@@ -340,23 +341,8 @@ def loss_scale(optim_wrapper) -> Optional[float]:
     return scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
 
 
-def backbone_step(model, data, task: str, device: str) -> Callable[[], None]:
-    """The backbone's share of a training step on ``data``: forward on the preprocessed batch
-    (N, 3, H, W), backward from the mean of its outputs (each (N, C_i, H_i, W_i))."""
-    with torch.no_grad():
-        inputs = model.data_preprocessor(data, training=True)['inputs']
-
-    def step():
-        with autocast(task, device):
-            outputs = model.backbone(inputs)
-        sum(out.float().mean() for out in outputs).backward()
-
-    return step
-
-
-def measure_train(model, data, cfg: Config, task: str, args) -> Dict:
-    """Training-step timings and peak memory, then the backbone's share of a step alone; the
-    optimizer state and gradients are freed afterwards."""
+def measure_train(model, data, cfg: Config, args) -> Dict:
+    """Training-step timings and peak memory; the optimizer state is freed afterwards."""
     reset_peak(args.device)
     optim_wrapper = build_optimizer(model, cfg)
     step = lambda: model.train_step(data, optim_wrapper)  # noqa: E731
@@ -372,13 +358,26 @@ def measure_train(model, data, cfg: Config, task: str, args) -> Dict:
                                      if scale_before else 0)
     if args.profile_steps:
         result['train_profile'] = profile_steps(step, args.profile_steps, args.device)
-    del optim_wrapper
-    backbone = backbone_step(model, data, task, args.device)
-    warm_up(backbone, args.warmup)
-    result['train_backbone_ms'] = statistics.median(time_steps(backbone, args.steps,
-                                                               args.device))
-    result['train_rest_ms'] = result['train_ms'] - result['train_backbone_ms']
     return result
+
+
+def measure_backbone(model, data, task: str, args) -> Dict:
+    """The backbone's share of a training step on ``data``, timed alone: forward on the
+    preprocessed batch (N, 3, H, W) under the task's autocast, backward from the mean of its
+    outputs (each (N, C_i, H_i, W_i)), gradients dropped after each step as the optimizer's
+    ``zero_grad`` does (a compiled backbone's gradients may live in CUDA-graph memory that the
+    next replay overwrites)."""
+    with torch.no_grad():
+        inputs = model.data_preprocessor(data, training=True)['inputs']
+
+    def step():
+        with autocast(task, args.device):
+            outputs = model.backbone(inputs)
+        sum(out.float().mean() for out in outputs).backward()
+        model.backbone.zero_grad(set_to_none=True)
+
+    warm_up(step, args.warmup)
+    return dict(train_backbone_ms=statistics.median(time_steps(step, args.steps, args.device)))
 
 
 def measure_infer(model, data, task: str, args) -> Dict:
@@ -432,8 +431,9 @@ def benchmark_model(key: str, mode: str, args) -> Dict:
         # each library's own runtime setting (mmdet: off, mmseg: on), as its training would use
         row['cudnn_benchmark'] = bool(cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
         torch.backends.cudnn.benchmark = row['cudnn_benchmark'] and args.device == 'cuda'
-        phases = ([('train', lambda: measure_train(model, data, cfg, spec.task, args))]
-                  if args.train else [])
+        phases = [('train', lambda: measure_train(model, data, cfg, args)),
+                  ('backbone', lambda: measure_backbone(model, data, spec.task, args))
+                  ] if args.train else []
         if args.infer:
             phases.append(('infer', lambda: measure_infer(model, data, spec.task, args)))
         for phase, run in phases:
@@ -445,6 +445,8 @@ def benchmark_model(key: str, mode: str, args) -> Dict:
             # after the except block, whose traceback holds tensors; gradients go too
             model.zero_grad(set_to_none=True)
             release_memory(args.device)
+        if row['train_ms'] and row['train_backbone_ms']:
+            row['train_rest_ms'] = row['train_ms'] - row['train_backbone_ms']
     del model, data
     release_memory(args.device)
     return row

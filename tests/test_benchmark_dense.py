@@ -31,7 +31,7 @@ def run(dense, tmp_path, models):
     return results
 
 
-def check_row(row, task, shape):
+def check_row(row, task, shape, groups):
     assert row['errors'] == [], row['errors']
     assert (row['task'], row['precision'], row['batch'], row['shape']) == (task, 'fp32', 2, shape)
     assert row['params_m'] > 10
@@ -40,6 +40,7 @@ def check_row(row, task, shape):
         assert row[f'{phase}_img_s'] == pytest.approx(2e3 / row[f'{phase}_ms'])
         assert row[f'{phase}_peak_gib'] is None  # CUDA only
     assert row['train_skipped_steps'] == 0 and row['backbone'] == 'eager'
+    assert row['param_groups'] == groups
     # the backbone alone is part of a step: the rest of the step is what is left
     assert 0 < row['train_backbone_ms'] < row['train_ms']
     assert row['train_rest_ms'] == pytest.approx(row['train_ms'] - row['train_backbone_ms'])
@@ -56,8 +57,9 @@ def test_cpu_smoke_run_vminet(dense, tmp_path, one_thread):
 
     det, seg = results['rows']
     assert (det['model'], seg['model']) == ('Mask R-CNN VMINet-S', 'UperNet VMINet-S')
-    check_row(det, 'det', [64, 96])
-    check_row(seg, 'seg', [64, 64])
+    # the configs' own constructor: the paramwise_cfg's groups merged by their options
+    check_row(det, 'det', [64, 96], 3)
+    check_row(seg, 'seg', [64, 64], 3)
     assert det['cudnn_benchmark'] is False and seg['cudnn_benchmark'] is True  # the libraries'
     assert det['train_speedup_vs_swin'] is None  # no Swin-T in this run
 
@@ -67,8 +69,9 @@ def test_cpu_smoke_run_swin(dense, tmp_path, one_thread):
     """mmdet's and mmseg's own Swin-T configs load, build without downloads and run."""
     results = run(dense, tmp_path, 'mask_rcnn_swin_t,upernet_swin_t')
     det, seg = results['rows']
-    check_row(det, 'det', [64, 96])
-    check_row(seg, 'seg', [64, 64])
+    # mmdet's and mmseg's default constructor: one group per parameter
+    check_row(det, 'det', [64, 96], 219)
+    check_row(seg, 'seg', [64, 64], 220)
     assert det['train_speedup_vs_swin'] == 1.0 and seg['infer_speedup_vs_swin'] == 1.0
 
 
@@ -90,6 +93,13 @@ def test_prepare_config(dense):
     assert seg.optim_wrapper.dtype == 'bfloat16' and not seg.optim_wrapper.loss_scale.enabled
     assert seg.optim_wrapper.optimizer.lr == 6e-5
     assert dense.num_classes(seg, 'seg') == 150
+
+    assert seg.optim_wrapper.constructor == 'MergedGroupsOptimWrapperConstructor'
+    assert 'constructor' not in det.optim_wrapper  # mmdet's config: the default one
+    args.merge_param_groups = True
+    det = dense.prepare_config(dense.load_config(dense.resolve_config(
+        dense.SPECS['mask_rcnn_swin_t'].config)), 'det', args)
+    assert det.optim_wrapper.constructor == 'MergedGroupsOptimWrapperConstructor'
 
     args.device = 'cpu'
     cpu = dense.prepare_config(dense.load_config(dense.resolve_config(
@@ -158,7 +168,8 @@ def test_backbone_failure_keeps_the_step(dense, monkeypatch):
 
 def test_ratios_and_table(dense):
     rows = [dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16',
-                 backbone='eager', params_m=33.4, train_ms=100.0, train_p90_ms=110.0,
+                 backbone='eager', params_m=33.4, param_groups=3, train_ms=100.0,
+                 train_p90_ms=110.0,
                  train_img_s=20.0, train_peak_gib=6.0, train_backbone_ms=40.0,
                  train_rest_ms=60.0, errors=[]),
             dict(key='mask_rcnn_swin_t', model='B', task='det', precision='fp16',
@@ -182,7 +193,7 @@ def test_ratios_and_table(dense):
     assert rows[3]['train_speedup_vs_swin'] is None  # no Swin-T row in its mode
     lines = dense.markdown_table(rows).splitlines()
     assert len(lines) == 7
-    assert lines[2].startswith('| A | det | fp16 | eager | 33.40 | 100.0 (110.0) |')
+    assert lines[2].startswith('| A | det | fp16 | eager | 33.40 | 3 | 100.0 (110.0) |')
     assert '| 1.50x | 0.75 | 40.0 | 60.0 | 2.50x |' in lines[2]
     assert lines[3].endswith('| infer: OutOfMemoryError |')
 

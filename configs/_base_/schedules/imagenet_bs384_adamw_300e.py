@@ -1,6 +1,8 @@
 # Paper 4.1: AdamW (betas 0.9/0.999), weight decay 0.025, lr 5e-4 at total batch 384, cosine,
 # 300 epochs. The warm-up (5 epochs, linear) is Vim's/DeiT's, which the paper says it follows.
 optim_wrapper = dict(
+    # the paramwise_cfg's groups merged by options instead of one group per parameter
+    constructor='MergedGroupsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=5e-4, betas=(0.9, 0.999), weight_decay=0.025, eps=1e-8),
     # no weight decay on norms, biases and VMI-SA's token weights / mixing scalars
     paramwise_cfg=dict(

@@ -4,6 +4,8 @@ _base_ = ['mmseg::_base_/schedules/schedule_160k.py']
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    # the paramwise_cfg's groups merged by options instead of one group per parameter
+    constructor='MergedGroupsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(
         norm_decay_mult=0.0,

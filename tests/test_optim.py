@@ -1,0 +1,73 @@
+"""mmvminet.optim: merged parameter groups give the same updates as one group per parameter."""
+import pytest
+import torch
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
+from torch import nn
+
+import mmvminet  # noqa: F401  (registers the constructor)
+from mmvminet.optim import merge_param_groups
+
+PARAMWISE = dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
+                 custom_keys={'head': dict(lr_mult=0.1), '.alpha': dict(decay_mult=0.0)})
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.norm = nn.BatchNorm2d(8)
+        self.alpha = nn.Parameter(torch.ones(8))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.norm(self.conv(x)) * self.alpha[:, None, None]
+        return self.head(x.mean((2, 3)))
+
+
+def optim_wrapper(model, constructor=None, scope='mmengine'):
+    cfg = dict(optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.05),
+               paramwise_cfg=PARAMWISE)
+    if constructor:
+        cfg['constructor'] = constructor
+    with DefaultScope.overwrite_default_scope(scope):
+        return build_optim_wrapper(model, cfg)
+
+
+def test_merge_param_groups_keeps_order_and_options():
+    a, b, c, d = (nn.Parameter(torch.zeros(1)) for _ in range(4))
+    groups = [dict(params=[a], lr=0.1, weight_decay=0.05),
+              dict(params=[b], lr=0.1, weight_decay=0.0),
+              dict(params=[c], lr=0.1, weight_decay=0.05),
+              dict(params=[d], lr=0.01, weight_decay=0.0)]
+    merged = merge_param_groups(groups)
+    assert [[id(p) for p in g['params']] for g in merged] == [[id(a), id(c)], [id(b)], [id(d)]]
+    assert [(g['lr'], g['weight_decay']) for g in merged] == [(0.1, 0.05), (0.1, 0.0), (0.01, 0.0)]
+    assert merge_param_groups([]) == []
+
+
+def test_merged_groups_give_the_same_updates():
+    torch.manual_seed(0)
+    reference, merged = Net(), Net()
+    merged.load_state_dict(reference.state_dict())
+    initial = reference.conv.weight.detach().clone()
+    per_param = optim_wrapper(reference)
+    few = optim_wrapper(merged, 'MergedGroupsOptimWrapperConstructor')
+    assert len(per_param.optimizer.param_groups) == len(list(reference.parameters())) == 7
+    # weight decay 0.05 (conv, head weights: the head's with lr x0.1), or none (norm, biases,
+    # alpha): 4 distinct sets of options
+    assert len(few.optimizer.param_groups) == 4
+    for step in range(3):
+        x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(step))
+        for model, wrapper in ((reference, per_param), (merged, few)):
+            wrapper.update_params(model(x).square().mean())
+    for (name, p), q in zip(reference.named_parameters(), merged.parameters()):
+        assert torch.equal(p, q), name
+    assert not torch.equal(reference.conv.weight, initial)  # it did train
+
+
+@pytest.mark.parametrize('scope', ['mmpretrain', 'mmdet', 'mmseg'])
+def test_every_library_finds_the_constructor(scope):
+    pytest.importorskip(scope)
+    wrapper = optim_wrapper(Net(), 'MergedGroupsOptimWrapperConstructor', scope)
+    assert len(wrapper.optimizer.param_groups) == 4

@@ -71,3 +71,14 @@ def test_every_library_finds_the_constructor(scope):
     pytest.importorskip(scope)
     wrapper = optim_wrapper(Net(), 'MergedGroupsOptimWrapperConstructor', scope)
     assert len(wrapper.optimizer.param_groups) == 4
+
+
+def test_state_of_the_other_constructor_is_refused():
+    """The README's promise: an optimizer state loads only under the constructor that saved it
+    (a clear error, not a silent mix-up of moments between parameters)."""
+    model = Net()
+    per_param = optim_wrapper(model)
+    per_param.update_params(model(torch.randn(2, 3, 8, 8)).square().mean())
+    few = optim_wrapper(model, 'MergedGroupsOptimWrapperConstructor')
+    with pytest.raises(ValueError, match='parameter groups'):
+        few.load_state_dict(per_param.state_dict())

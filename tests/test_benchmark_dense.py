@@ -202,11 +202,14 @@ def test_ratios_and_table(dense):
     assert list(best) == ['mask_rcnn_vminet_s', 'mask_rcnn_swin_t', 'upernet_vminet_s']
     assert best['mask_rcnn_vminet_s']['backbone'] == 'cudagraph'
     assert best['mask_rcnn_vminet_s']['swin_backbone'] == 'compile'
+    assert best['mask_rcnn_vminet_s']['swin_modes_measured'] == ['eager', 'compile']
     assert best['mask_rcnn_vminet_s']['speedup_vs_swin'] == 1.5  # 120 / 80
     assert best['mask_rcnn_vminet_s']['mem_vs_swin'] == pytest.approx(7.0 / 7.5)
     assert best['upernet_vminet_s']['speedup_vs_swin'] is None
-    assert '| A | cudagraph | 80.0 | 7.00 | 1.50x | 0.93 |' in dense.best_table(
-        list(best.values()))
+    lines = dense.best_table(list(best.values())).splitlines()
+    assert lines[2] == ('| A | cudagraph | 80.0 | 7.00 | 1.50x | 0.93 '
+                        '| compile (of eager, compile) |')
+    assert lines[4] == '| C | eager | 50.0 | - | - | - | - |'  # no Swin-T UperNet ran
 
 
 def test_bad_arguments_are_rejected(dense):

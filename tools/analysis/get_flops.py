@@ -9,6 +9,8 @@ mmengine's counter traces the model and counts convs, linears, norms and resampl
 element-wise products and sums of VMI-SA (Q*K, the masked weighted context sum, the mix of
 context and local terms) are not counted by it; we count them by hand per block:
 Q*K: L*D; context sum: L*D MACs; w_ctx*c + w_loc*QK: 2*L*D (L tokens, D channels).
+"By part" splits the counter's FLOPs over the model's parts that an image passes (backbone,
+neck, heads; ``parts_flops_g`` in --json).
 """
 import argparse
 import json
@@ -17,7 +19,7 @@ from functools import partial
 
 import mmvminet  # noqa: F401  (fixes + registration)
 import torch
-from mmengine.analysis import get_model_complexity_info
+from mmengine.analysis import FlopAnalyzer
 
 from mmvminet.models import VMISA
 from mmvminet.runner_utils import DictAction, config_scope, load_config
@@ -91,17 +93,23 @@ def analyse(config: str, shape=None, cfg_options=None) -> dict:
     if shape is None:
         shape = {'mmpretrain': (224, 224), 'mmdet': (800, 1280), 'mmseg': (512, 2048)}[scope]
     shape = tuple(shape)
-    wrapped = TensorForward(model, shape)
-    info = get_model_complexity_info(wrapped, inputs=(torch.randn(1, 3, *shape), ),
-                                     show_table=False, show_arch=False)
+    # the counter of mmengine's get_model_complexity_info, kept for its per-module split
+    counter = FlopAnalyzer(TensorForward(model, shape), (torch.randn(1, 3, *shape), ))
+    counter.unsupported_ops_warnings(False)
+    counter.uncalled_modules_warnings(False)
+    by_module = counter.by_module()
     elementwise = vmisa_elementwise_macs(model, shape)
     backbone = getattr(model, 'backbone', model)
     return dict(config=config, scope=scope, shape=list(shape),
                 params_m=sum(p.numel() for p in model.parameters()) / 1e6,
                 backbone_params_m=sum(p.numel() for p in backbone.parameters()) / 1e6,
-                flops_g=info['flops'] / 1e9,
+                flops_g=by_module[''] / 1e9,
+                # the counter's FLOPs of each part the image passes (backbone, neck, heads)
+                parts_flops_g={name: by_module[f'model.{name}'] / 1e9
+                               for name, _ in model.named_children()
+                               if by_module.get(f'model.{name}')},
                 vmisa_elementwise_g=elementwise / 1e9,
-                total_flops_g=(info['flops'] + elementwise) / 1e9)
+                total_flops_g=(by_module[''] + elementwise) / 1e9)
 
 
 def main(argv=None):
@@ -126,7 +134,9 @@ def main(argv=None):
               f"  params:  {result['params_m']:.2f} M (backbone {result['backbone_params_m']:.2f} M)\n"
               f"  FLOPs:   {result['flops_g']:.3f} G (mmengine counter: convs, linears, norms)\n"
               f"         + {result['vmisa_elementwise_g']:.3f} G VMI-SA element-wise (hand count)\n"
-              f"         = {result['total_flops_g']:.3f} G")
+              f"         = {result['total_flops_g']:.3f} G\n"
+              f"  by part: " + ', '.join(f'{name} {g:.3f} G'
+                                        for name, g in result['parts_flops_g'].items()))
     return result
 
 

@@ -79,8 +79,8 @@ from mmengine.config import Config  # noqa: E402
 from mmvminet.registry import build_model  # noqa: E402
 from mmvminet.runner_utils import load_config  # noqa: E402
 from tools.analysis.benchmark import environment as classification_environment  # noqa: E402
-from tools.analysis.benchmark import (fmt, profile_steps, release_memory,  # noqa: E402
-                                      write_json)
+from tools.analysis.benchmark import (comma_list, fmt, profile_steps,  # noqa: E402
+                                      release_memory, write_json)
 
 SCRIPT = 'tools/analysis/benchmark_dense.py'
 GIB = 2**30
@@ -158,18 +158,18 @@ def parse_args(argv=None):
 
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda but no CUDA device is available')
-    names = [n.strip().lower() for n in args.models.split(',') if n.strip()]
-    args.models = list(SPECS) if names == ['all'] else names
-    unknown = [n for n in args.models if n not in SPECS]
-    if unknown or not args.models:
-        parser.error(f'unknown --models {unknown}; valid: all, {", ".join(SPECS)}')
     if args.compile_backbone and args.backbone_modes is not None:
         parser.error('--compile-backbone is short for --backbone-modes compile: give one of them')
     modes = 'compile' if args.compile_backbone else (args.backbone_modes or 'eager')
-    args.backbone_modes = list(dict.fromkeys(m.strip() for m in modes.split(',') if m.strip()))
-    unknown = [m for m in args.backbone_modes if m not in BACKBONE_MODES]
-    if unknown or not args.backbone_modes:
-        parser.error(f'unknown --backbone-modes {unknown}; valid: {", ".join(BACKBONE_MODES)}')
+    try:
+        args.models = (list(SPECS) if args.models.strip().lower() == 'all'
+                       else comma_list(args.models, SPECS, '--models'))
+        args.backbone_modes = list(dict.fromkeys(comma_list(modes, BACKBONE_MODES,
+                                                            '--backbone-modes')))
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if not args.models or not args.backbone_modes:
+        parser.error('--models and --backbone-modes need at least one entry')
     if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.profile_steps < 0:
         parser.error('--steps and --batch need at least 1, --warmup and --profile-steps at '
                      'least 0')
@@ -531,10 +531,10 @@ def markdown_table(rows: List[Dict]) -> str:
         # 'phase: ErrorType' of each failure; the messages are in the JSON
         cells.append(', '.join(': '.join(e.split(': ')[:2]) for e in r['errors']))
         lines.append(cells)
-    return table(header, lines)
+    return markdown(header, lines)
 
 
-def table(header: List[str], lines: List[List[str]]) -> str:
+def markdown(header: List[str], lines: List[List[str]]) -> str:
     return '\n'.join('| ' + ' | '.join(line) + ' |'
                      for line in [header, ['---'] * len(header)] + lines)
 
@@ -543,13 +543,12 @@ def best_table(best: List[Dict]) -> str:
     header = ['model', 'fastest backbone mode', 'train ms', 'train peak GiB',
               "speed-up vs Swin-T's fastest", "mem vs Swin-T's fastest",
               "Swin-T's fastest mode (of those measured)"]
-    return table(header, [[b['model'], b['backbone'], fmt(b['train_ms']),
-                           fmt(b['train_peak_gib'], 2),
-                           fmt(b['speedup_vs_swin'], 2) + ('x' if b['speedup_vs_swin'] else ''),
-                           fmt(b['mem_vs_swin'], 2),
-                           f"{fmt(b['swin_backbone'])} (of {', '.join(b['swin_modes_measured'])})"
-                           if b['swin_modes_measured'] else '-']
-                          for b in best])
+    lines = [[b['model'], b['backbone'], fmt(b['train_ms']), fmt(b['train_peak_gib'], 2),
+              fmt(b['speedup_vs_swin'], 2) + ('x' if b['speedup_vs_swin'] else ''),
+              fmt(b['mem_vs_swin'], 2),
+              f"{fmt(b['swin_backbone'])} (of {', '.join(b['swin_modes_measured'])})"
+              if b['swin_modes_measured'] else '-'] for b in best]
+    return markdown(header, lines)
 
 
 def environment(args, argv: List[str]) -> Dict:

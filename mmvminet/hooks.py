@@ -3,7 +3,8 @@
 tools/train.py adds ``RNGStateHook``, ``StopOnNonFiniteLossHook`` and ``CheckDatasetsHook`` to
 every run, and ``AmpOverflowHook`` to ``--amp`` runs (``MeanLossAcrossRanksHook`` is for
 comparing runs on different numbers of GPUs); other configs can name them in
-``custom_hooks`` once ``mmvminet`` is imported.
+``custom_hooks`` once ``mmvminet`` is imported. Our segmentation configs name
+``FastDecodeHeadLossHook``.
 """
 import logging
 import random
@@ -223,6 +224,22 @@ class CheckDatasetsHook(Hook):
         if len(dataset) == 0:
             raise DatasetError(f'{name}: {describe_dataset(dataset)} has no samples'
                                f'{filter_note(dataset)}')
+
+
+@HOOKS.register_module()
+class FastDecodeHeadLossHook(Hook):
+    """For the run, mmseg decode heads compute their loss with ``mmvminet.seg_loss``'s
+    ``resize`` (a fast backward for upsampling) and ``accuracy`` (top-1 by argmax): the same
+    losses and scores, in less time (docs/benchmarks.md)."""
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner):
+        from .seg_loss import use_fast_decode_head_ops  # imports mmseg: only when used
+        use_fast_decode_head_ops(True)
+
+    def after_run(self, runner):
+        from .seg_loss import use_fast_decode_head_ops
+        use_fast_decode_head_ops(False)
 
 
 def describe_dataset(dataset) -> str:

@@ -166,6 +166,28 @@ def test_backbone_failure_keeps_the_step(dense, monkeypatch):
                              'has been overwritten']
 
 
+@pytest.mark.parametrize('fast', [False, True])
+def test_fast_seg_loss_applies_for_the_run(dense, tmp_path, monkeypatch, fast):
+    """--fast-seg-loss: every decode head's loss uses mmvminet.seg_loss during the run only."""
+    from mmseg.models.decode_heads import decode_head
+
+    from mmvminet import seg_loss
+    seen = []
+
+    def fake_benchmark(key, mode, args):
+        seen.append((decode_head.resize, decode_head.accuracy))
+        raise RuntimeError('stop')
+
+    monkeypatch.setattr(dense, 'benchmark_model', fake_benchmark)
+    with pytest.raises(RuntimeError, match='stop'):  # and the ops are restored after a failure
+        dense.main(TINY + ['--models', 'upernet_swin_t', '--out', str(tmp_path / 'x.json')]
+                   + (['--fast-seg-loss'] if fast else []))
+    assert seen == [(seg_loss.resize, seg_loss.accuracy) if fast else
+                    (seg_loss.mmseg_resize, seg_loss.mmseg_accuracy)]
+    assert (decode_head.resize, decode_head.accuracy) == (seg_loss.mmseg_resize,
+                                                          seg_loss.mmseg_accuracy)
+
+
 def test_ratios_and_table(dense):
     rows = [dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16',
                  backbone='eager', params_m=33.4, param_groups=3, train_ms=100.0,

@@ -66,7 +66,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -147,6 +147,10 @@ def parse_args(argv=None):
     parser.add_argument('--merge-param-groups', action='store_true',
                         help="every model's optimizer with MergedGroupsOptimWrapperConstructor "
                         "(default: each config's own constructor)")
+    parser.add_argument('--fast-seg-loss', action='store_true',
+                        help="every segmentor's decode heads with mmvminet.seg_loss's resize "
+                        "and accuracy, Swin-T's too (as FastDecodeHeadLossHook does in our "
+                        "configs; default: mmseg's own)")
     parser.add_argument('--no-train', dest='train', action='store_false',
                         help='skip the training step')
     parser.add_argument('--no-infer', dest='infer', action='store_false',
@@ -568,18 +572,9 @@ def environment(args, argv: List[str]) -> Dict:
     return env
 
 
-# ----------------------------------------------------------------------------------------------
-def main(argv=None) -> Dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
-    # mmengine logs each parameter's optimizer options and init at INFO to its latest logger:
-    # a new quiet one (a new name each call: an existing name would not be the latest)
-    from mmengine.logging import MMLogger
-    MMLogger.get_instance(f'benchmark_dense_{time.monotonic_ns()}', log_level='WARNING')
-    results = dict(env=environment(args, argv), rows=[])
-    runs = [(key, mode) for key in args.models for mode in args.backbone_modes]
-    print(f'{len(args.models)} models x {len(args.backbone_modes)} backbone modes on '
-          f'{results["env"]["device"]}', flush=True)
+def run_all(runs: List[Tuple[str, str]], results: Dict, args):
+    """Benchmark each (model key, backbone mode) of ``runs`` into ``results``, written to
+    ``args.out`` after each row."""
     for i, (key, mode) in enumerate(runs, 1):
         begin = time.perf_counter()
         row = benchmark_model(key, mode, args)
@@ -595,6 +590,28 @@ def main(argv=None) -> Dict:
         for kernel in row.get('train_profile') or []:
             print(f'    {kernel["ms_per_step"]:8.2f} ms/step {100 * kernel["share"]:5.1f}%  '
                   f'x{kernel["calls_per_step"]:<6g} {kernel["name"][:100]}', flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+def main(argv=None) -> Dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    # mmengine logs each parameter's optimizer options and init at INFO to its latest logger:
+    # a new quiet one (a new name each call: an existing name would not be the latest)
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance(f'benchmark_dense_{time.monotonic_ns()}', log_level='WARNING')
+    results = dict(env=environment(args, argv), rows=[])
+    runs = [(key, mode) for key in args.models for mode in args.backbone_modes]
+    print(f'{len(args.models)} models x {len(args.backbone_modes)} backbone modes on '
+          f'{results["env"]["device"]}', flush=True)
+    if args.fast_seg_loss:
+        from mmvminet.seg_loss import use_fast_decode_head_ops
+        use_fast_decode_head_ops(True)
+    try:
+        run_all(runs, results, args)
+    finally:
+        if args.fast_seg_loss:
+            use_fast_decode_head_ops(False)
 
     print(f'\n{results["env"]["device"]}; torch {torch.__version__}, mmcv '
           f'{results["env"]["mmcv"]}, mmdet {results["env"]["mmdet"]}, mmseg '

@@ -4,7 +4,7 @@ tools/train.py adds ``RNGStateHook``, ``StopOnNonFiniteLossHook`` and ``CheckDat
 every run, and ``AmpOverflowHook`` to ``--amp`` runs (``MeanLossAcrossRanksHook`` is for
 comparing runs on different numbers of GPUs); other configs can name them in
 ``custom_hooks`` once ``mmvminet`` is imported. Our segmentation configs name
-``FastDecodeHeadLossHook``.
+``FastDecodeHeadLossHook``; ``tools/train.py --compile-backbone`` adds ``CompileBackboneHook``.
 """
 import logging
 import random
@@ -15,10 +15,11 @@ import torch
 from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
-from .errors import DatasetError, NonFiniteLossError
+from .errors import DatasetError, NonFiniteLossError, ReportableError
 
 
 def get_rng_state() -> dict:
@@ -240,6 +241,46 @@ class FastDecodeHeadLossHook(Hook):
     def after_run(self, runner):
         from .seg_loss import use_fast_decode_head_ops
         use_fast_decode_head_ops(False)
+
+
+@HOOKS.register_module()
+class CompileBackboneHook(Hook):
+    """Train with the model's backbone compiled by ``torch.compile`` (static shapes).
+
+    ``mode='reduce-overhead'`` (the default) replays the compiled forward and backward as CUDA
+    graphs, so the backbone costs the host no kernel launches (docs/benchmarks.md has UperNet's
+    steps with it, on an H200). ``'default'``
+    compiles without graphs. Only training calls take the compiled path: in eval mode or
+    without grad (validation, testing, whose image sizes vary) the backbone runs eagerly.
+    Every new input shape compiles (and records) once more, so this pays off where training
+    batches have one shape (UperNet's crops), not with keep-ratio detection batches. The
+    checkpoint is unchanged: only the bound ``forward`` of the backbone is replaced."""
+    priority = 'VERY_LOW'  # after everything that edits or replaces the model before training
+    MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+
+    def __init__(self, mode: str = 'reduce-overhead'):
+        if mode not in self.MODES:
+            raise ValueError(f'CompileBackboneHook: mode {mode!r} is not one of {self.MODES}')
+        self.mode = mode
+
+    def before_train(self, runner):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        backbone = getattr(model, 'backbone', None)
+        if not isinstance(backbone, torch.nn.Module):
+            raise ReportableError(f'CompileBackboneHook: {type(model).__name__} has no '
+                                  '`backbone` module to compile')
+        eager = backbone.forward
+        compiled = torch.compile(eager, dynamic=False, mode=self.mode)
+
+        def forward(*args, **kwargs):
+            if backbone.training and torch.is_grad_enabled():
+                return compiled(*args, **kwargs)
+            return eager(*args, **kwargs)
+
+        backbone.forward = forward
+        print_log(f'CompileBackboneHook: {type(backbone).__name__} compiled for training '
+                  f"(torch.compile mode '{self.mode}'; the first steps compile)",
+                  logger='current')
 
 
 def describe_dataset(dataset) -> str:

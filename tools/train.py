@@ -1,6 +1,7 @@
 """Train any mmvminet config: mmpretrain classification, mmdet detection or mmseg segmentation.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--skip-bad-images]
+                                 [--compile-backbone [MODE]]
                                  [--cfg-options data_root=PATH key=value ...]
     tools/dist_train.sh CONFIG GPUS [args]          # torchrun, one node or many
 
@@ -19,6 +20,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmvminet.errors import ReportableError
+from mmvminet.hooks import CompileBackboneHook
 from mmvminet.models import check_checkpoint_fits
 from mmvminet.runner_utils import (DictAction, add_custom_hooks, check_data_paths,
                                    check_resume_checkpoint, default_work_dir, init_distributed,
@@ -39,6 +41,11 @@ def parse_args(argv=None):
     parser.add_argument('--skip-bad-images', action='store_true',
                         help='skip training images that cannot be decoded (each is logged) '
                         'instead of stopping at the first')
+    parser.add_argument('--compile-backbone', nargs='?', const='reduce-overhead', metavar='MODE',
+                        choices=CompileBackboneHook.MODES,
+                        help='train with the backbone compiled by torch.compile in MODE '
+                        '(default reduce-overhead: CUDA graphs); for batches of one shape, '
+                        'such as UperNet\'s crops')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by total batch / the config\'s base_batch_size')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
@@ -70,6 +77,9 @@ def build_runner(args) -> Runner:
     add_custom_hooks(cfg, 'RNGStateHook', 'StopOnNonFiniteLossHook', 'CheckDatasetsHook')
     if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
         add_custom_hooks(cfg, 'AmpOverflowHook')
+    if args.compile_backbone:
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(type='CompileBackboneHook', mode=args.compile_backbone)]
     use_checked_image_loading(cfg, skip_bad=args.skip_bad_images)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
     init_distributed(cfg, args.launcher, get_device())

@@ -5,11 +5,25 @@ import types
 
 import pytest
 import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 from test_reliability import make_cls_data, run_tool, train_tool, write_cls_config
 
 from mmvminet.errors import ReportableError
 from mmvminet.hooks import CompileBackboneHook
 from mmvminet.models import VMINet
+
+
+@HOOKS.register_module(force=True)
+class InterruptAfterIterHook(Hook):
+    """Test only: stop training with an exception once iteration ``stop_at`` (1-based) is done
+    and its checkpoint saved (lowest priority: after CheckpointHook); None: never."""
+    priority = 'LOWEST'
+    stop_at = None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == InterruptAfterIterHook.stop_at:
+            raise KeyboardInterrupt
 
 
 class Detector(torch.nn.Module):
@@ -52,17 +66,33 @@ def test_bad_mode_and_model_without_backbone():
         CompileBackboneHook().before_train(types.SimpleNamespace(model=torch.nn.Linear(2, 2)))
 
 
-def test_train_with_compiled_backbone(tmp_path):
-    """A real inductor compile on the CPU (mode 'default'): two iterations, a checkpoint with
-    the keys of an eager run's."""
-    config = write_cls_config(tmp_path / 'tiny_cls.py', make_cls_data(tmp_path / 'data'))
-    for name, extra in (('eager', []), ('compiled', ['--compile-backbone', 'default'])):
+def test_train_and_resume_with_compiled_backbone(tmp_path, monkeypatch):
+    """A real inductor compile on the CPU (mode 'default'): 4 iterations straight, and a run
+    interrupted after 2 then resumed, end with the same weights; the checkpoint has an eager
+    run's keys."""
+    config = write_cls_config(tmp_path / 'tiny_cls.py', make_cls_data(tmp_path / 'data'),
+                              iters=4, interval=2,
+                              custom_hooks=[dict(type='InterruptAfterIterHook')],
+                              imports=('mmvminet', 'test_compile_backbone'))
+    compiled = ['--compile-backbone', 'default']
+    for name, extra in (('eager', []), ('straight', compiled)):
         assert run_tool(train_tool, config, '--work-dir', str(tmp_path / name), *extra) is None
-    log = open(sorted(glob.glob(f'{tmp_path}/compiled/*/*.log'))[-1]).read()
+    monkeypatch.setattr(InterruptAfterIterHook, 'stop_at', 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_tool(train_tool, config, '--work-dir', str(tmp_path / 'resumed'), *compiled)
+    monkeypatch.setattr(InterruptAfterIterHook, 'stop_at', None)
+    assert run_tool(train_tool, config, '--work-dir', str(tmp_path / 'resumed'), *compiled,
+                    '--resume') is None
+    log = open(sorted(glob.glob(f'{tmp_path}/straight/*/*.log'))[-1]).read()
     assert "VMINet compiled for training (torch.compile mode 'default'" in log
-    states = [torch.load(f'{tmp_path}/{name}/iter_2.pth', weights_only=False)['state_dict']
-              for name in ('eager', 'compiled')]
-    assert list(states[0]) == list(states[1])
+    log = open(sorted(glob.glob(f'{tmp_path}/resumed/*/*.log'))[-1]).read()
+    assert 'resumed epoch: 0, iter: 2' in log and 'VMINet compiled for training' in log
+    eager, straight, resumed = (
+        torch.load(f'{tmp_path}/{name}/iter_4.pth', weights_only=False)['state_dict']
+        for name in ('eager', 'straight', 'resumed'))
+    assert list(eager) == list(straight)
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
     assert train_tool.parse_args([config, '--compile-backbone']).compile_backbone == \
         'reduce-overhead'
     with pytest.raises(SystemExit):

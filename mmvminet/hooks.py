@@ -249,12 +249,12 @@ class CompileBackboneHook(Hook):
 
     ``mode='reduce-overhead'`` (the default) replays the compiled forward and backward as CUDA
     graphs, so the backbone costs the host no kernel launches (docs/benchmarks.md has UperNet's
-    steps with it, on an H200). ``'default'``
-    compiles without graphs. Only training calls take the compiled path: in eval mode or
-    without grad (validation, testing, whose image sizes vary) the backbone runs eagerly.
-    Every new input shape compiles (and records) once more, so this pays off where training
-    batches have one shape (UperNet's crops), not with keep-ratio detection batches. The
-    checkpoint is unchanged: only the bound ``forward`` of the backbone is replaced."""
+    steps with it, on an H200); ``'default'`` compiles without graphs. Only training calls
+    take the compiled path: in eval mode or without grad (validation, testing, whose image
+    sizes vary) the backbone runs eagerly. Every new input shape compiles (and records) once
+    more, so this pays off where training batches have one shape (UperNet's crops), not with
+    keep-ratio detection batches. The checkpoint is unchanged: only the bound ``forward`` of
+    the backbone is replaced."""
     priority = 'VERY_LOW'  # after everything that edits or replaces the model before training
     MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 

@@ -24,9 +24,10 @@ from mmseg.models.decode_heads import decode_head
 from mmseg.models.losses.accuracy import accuracy as mmseg_accuracy
 from mmseg.models.utils.wrappers import resize as mmseg_resize
 
-# the matrix-product backward costs about (h_in + w_in) multiply-adds per output gradient; up to
-# this input side it beat PyTorch's kernel on an H200 (0.5 vs 14 ms at 32 -> 512, 0.9 vs 1.4 ms
-# at 128 -> 512, 2 x 150 classes); larger inputs keep PyTorch's backward
+# the matrix-product backward costs about (h_in + w_in) multiply-adds per output gradient, and
+# PyTorch's atomics contend less the smaller the upsampling: inputs up to this side (UperNet's
+# heads at 512x512 crops: 32 and 128 -> 512, measured in docs/benchmarks.md) take the products,
+# larger ones keep PyTorch's backward
 MAX_MATMUL_SIDE = 128
 
 

@@ -199,6 +199,15 @@ def init_distributed(cfg: Config, launcher: str, device: str):
     dist.init_process_group(**kwargs)
 
 
+def finish_distributed():
+    """Tear the process group down at the end of a run: left to interpreter exit, gloo's
+    threads may still be running when their destructors run, and the process aborts
+    ("terminate called without an active exception") after its work is done."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def log_distributed(runner, notes: List[str]):
     """Log the adjustments ``prepare_distributed`` made and, for a distributed run, its size."""
     for note in notes:

@@ -18,7 +18,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from mmvminet.runner_utils import prepare_distributed, sync_bn_supported
+from mmvminet.runner_utils import finish_distributed, prepare_distributed, sync_bn_supported
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
@@ -117,6 +117,14 @@ def test_syncbn_needs_an_accelerator(tmp_path):
             torch.nn.SyncBatchNorm(4).train()(torch.randn(2, 4, 3, 3))
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_finish_distributed_tears_the_process_group_down(tmp_path):
+    finish_distributed()  # none started: nothing to do
+    torch.distributed.init_process_group('gloo', init_method=f'file://{tmp_path}/store',
+                                         rank=0, world_size=1)
+    finish_distributed()
+    assert not torch.distributed.is_initialized()
 
 
 # ---- 2 gloo processes through tools/dist_train.sh and tools/dist_test.sh ----------------------

@@ -117,8 +117,9 @@ def head_loss_and_grads(head, feature, samples):
 def test_decode_head_loss_is_unchanged():
     """An mmseg head's loss, score and gradients with our ops equal those with mmseg's."""
     torch.manual_seed(0)
+    # mmseg's loss by name: an earlier test may have left another library's default scope
     head = FCNHead(in_channels=8, channels=8, num_convs=1, num_classes=5, in_index=0,
-                   dropout_ratio=0.0)
+                   dropout_ratio=0.0, loss_decode=dict(type='mmseg.CrossEntropyLoss'))
     feature = torch.randn(2, 8, 8, 8)
     samples = []
     for _ in range(2):

@@ -23,8 +23,8 @@ from mmengine.runner import Runner
 from mmvminet.errors import ReportableError
 from mmvminet.models import check_checkpoint_fits
 from mmvminet.runner_utils import (DictAction, add_custom_hooks, check_data_paths,
-                                   default_work_dir, init_distributed, load_config,
-                                   log_distributed, prepare_distributed,
+                                   default_work_dir, finish_distributed, init_distributed,
+                                   load_config, log_distributed, prepare_distributed,
                                    use_checked_image_loading, user_error_message)
 
 
@@ -95,6 +95,7 @@ def main(argv=None):
         os.makedirs(runner.work_dir, exist_ok=True)
         with open(osp.join(runner.work_dir, 'metrics.json'), 'w') as f:
             json.dump(metrics, f, indent=1)
+    finish_distributed()
     return metrics
 
 

@@ -23,10 +23,10 @@ from mmvminet.errors import ReportableError
 from mmvminet.hooks import CompileBackboneHook
 from mmvminet.models import check_checkpoint_fits
 from mmvminet.runner_utils import (DictAction, add_custom_hooks, check_data_paths,
-                                   check_resume_checkpoint, default_work_dir, init_distributed,
-                                   load_config, log_distributed, prepare_distributed,
-                                   resume_checkpoint, use_checked_image_loading,
-                                   user_error_message)
+                                   check_resume_checkpoint, default_work_dir, finish_distributed,
+                                   init_distributed, load_config, log_distributed,
+                                   prepare_distributed, resume_checkpoint,
+                                   use_checked_image_loading, user_error_message)
 
 
 def parse_args(argv=None):
@@ -103,6 +103,7 @@ def main(argv=None):
         if message is None:
             raise
         sys.exit(f'error: {message}')
+    finish_distributed()
 
 
 if __name__ == '__main__':

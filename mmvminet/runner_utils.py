@@ -8,7 +8,7 @@ import os
 import os.path as osp
 import re
 import traceback
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: F401 (DictAction re-exported)
 
@@ -223,11 +223,13 @@ def ensure_dir(path: str) -> str:
     return path
 
 
-def add_custom_hooks(cfg: Config, *types: str):
-    """Append hooks of ``types`` to ``cfg.custom_hooks``, each unless the config has it."""
-    hooks = list(cfg.get('custom_hooks') or [])
-    present = {h.get('type') for h in hooks}
-    cfg.custom_hooks = hooks + [dict(type=t) for t in types if t not in present]
+def add_custom_hooks(cfg: Config, *hooks: Union[str, dict]):
+    """Append ``hooks`` (type names, or hook configs with arguments) to ``cfg.custom_hooks``,
+    each unless the config has a hook of its type."""
+    present = list(cfg.get('custom_hooks') or [])
+    types = {h.get('type') for h in present}
+    hooks = [dict(type=h) if isinstance(h, str) else h for h in hooks]
+    cfg.custom_hooks = present + [h for h in hooks if h['type'] not in types]
 
 
 def use_checked_image_loading(cfg: Config, skip_bad: bool = False):

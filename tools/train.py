@@ -78,8 +78,7 @@ def build_runner(args) -> Runner:
     if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
         add_custom_hooks(cfg, 'AmpOverflowHook')
     if args.compile_backbone:
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-            dict(type='CompileBackboneHook', mode=args.compile_backbone)]
+        add_custom_hooks(cfg, dict(type='CompileBackboneHook', mode=args.compile_backbone))
     use_checked_image_loading(cfg, skip_bad=args.skip_bad_images)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
     init_distributed(cfg, args.launcher, get_device())

@@ -6,6 +6,7 @@ import torch
 from mmengine.config import Config
 
 from mmvminet.models import CheckpointMismatchError, SimpleFeaturePyramid, VMINet
+from mmvminet.models.simple_fpn import LayerNorm2d
 from mmvminet.registry import build_model
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -39,6 +40,63 @@ def test_neck_on_backbone_gives_strides_4_to_64():
 def test_neck_rejects_bad_scales():
     with pytest.raises(ValueError, match='unsupported scale factor 3'):
         SimpleFeaturePyramid(64, 16, scale_factors=(3, 1), num_outs=2)
+
+
+def test_layer_norm_2d_normalises_channels_into_contiguous_memory():
+    torch.manual_seed(0)
+    norm = LayerNorm2d(8, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    x = torch.randn(2, 8, 5, 7)
+    out = norm(x)
+    mean, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
+    expected = (x - mean) / torch.sqrt(var + 1e-6) * norm.weight[:, None, None] \
+        + norm.bias[:, None, None]
+    torch.testing.assert_close(out, expected)
+    assert out.is_contiguous()
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+@pytest.mark.parametrize('norm', ['LayerNorm2d', 'GN'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_neck_maps_give_rois_their_own_features_and_gradients(device, norm, channels_last):
+    """The paper detector's fault: mmcv's RoIAlign reads its input's memory as NCHW whatever the
+    strides, and LayerNorm2d returned channels-last memory, so every RoI feature came from the
+    wrong places. mmdet's RoI extractor on the neck's maps must agree, forward and backward, with
+    torchvision's stride-aware roi_align."""
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    from torchvision.ops import roi_align as reference_roi_align
+    torch.manual_seed(0)
+    norm_cfg = dict(type=norm, num_groups=4) if norm == 'GN' else dict(type=norm, eps=1e-6)
+    neck = SimpleFeaturePyramid(64, 16, num_outs=5, norm_cfg=norm_cfg).to(device)
+    x = torch.randn(2, 64, 16, 20, device=device)
+    if channels_last:  # a model moved to channels-last memory: the convs keep that format
+        neck, x = neck.to(memory_format=torch.channels_last), x.contiguous(
+            memory_format=torch.channels_last)
+    maps = neck(x)[:4]  # strides 4, 8, 16, 32 of a 512x640 image
+    strides = [4, 8, 16, 32]
+    extractor = SingleRoIExtractor(dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+                                   out_channels=16, featmap_strides=strides)
+    rois = torch.tensor([[0, 8., 8., 60., 40.], [1, 20., 30., 180., 170.],
+                         [0, 0., 0., 300., 260.], [1, 10., 10., 600., 500.],
+                         [0, 40., 10., 70., 90.]], device=device)
+    levels = extractor.map_roi_levels(rois, len(strides))
+    assert levels.tolist() == [0, 1, 2, 3, 0]  # finest_scale 56: under 112 px on stride 4...
+    expected = torch.zeros(len(rois), 16, 7, 7, device=device)
+    for level, stride in enumerate(strides):
+        chosen = levels == level
+        if chosen.any():
+            expected[chosen] = reference_roi_align(maps[level], rois[chosen], 7, 1 / stride,
+                                                   sampling_ratio=0, aligned=True)
+    weights = torch.randn(len(rois), 16, 7, 7, device=device)
+    params = list(neck.parameters())
+    reference_grads = torch.autograd.grad((expected * weights).sum(), params, retain_graph=True)
+    feats = extractor(maps, rois)
+    torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
+    grads = torch.autograd.grad((feats * weights).sum(), params)
+    for grad, reference in zip(grads, reference_grads):
+        torch.testing.assert_close(grad, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_recipes_follow_the_paper():

@@ -31,11 +31,17 @@ from ..registry import register_model
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map, at every position."""
+    """LayerNorm over the channels of a (B, C, H, W) map, at every position.
+
+    Returns a contiguous (B, C, H, W) tensor. The normalised (B, H, W, C) tensor permuted back
+    has channels-last memory, and mmcv's RoIAlign (CPU and CUDA) indexes its input's memory as
+    NCHW whatever the strides: fed such a map, every RoI feature is read from the wrong places
+    (and its gradient written to others), and Mask R-CNN's RoI heads learn nothing.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2)
+                            self.eps).permute(0, 3, 1, 2).contiguous()
 
 
 def make_norm(norm_cfg: dict, channels: int) -> nn.Module:
@@ -59,7 +65,7 @@ class SimpleFeaturePyramid(BaseModule):
         norm_cfg: norm of the deconv chain and the output convs.
 
     Forward: a tuple of backbone maps (only the last is used) or one tensor (B, C, H, W) ->
-    tuple of ``num_outs`` maps (B, out_channels, H*s, W*s).
+    tuple of ``num_outs`` contiguous maps (B, out_channels, H*s, W*s).
     """
 
     def __init__(self,
@@ -107,7 +113,10 @@ class SimpleFeaturePyramid(BaseModule):
         upsampled = [x]  # upsampled[i]: x after i deconvolutions
         for deconv in self.upsample:
             upsampled.append(deconv(upsampled[-1]))
-        outs = [level(upsampled[i]) for level, i in zip(self.levels, self.level_steps)]
+        # contiguous NCHW whatever the input's memory format (a channels-last model's convs keep
+        # it): mmcv's RoIAlign reads raw NCHW memory (LayerNorm2d)
+        outs = [level(upsampled[i]).contiguous()
+                for level, i in zip(self.levels, self.level_steps)]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
         return tuple(outs)

@@ -1,5 +1,7 @@
 """Tests of tools/data/make_shapes_dataset.py on tiny datasets."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,28 +40,29 @@ def rasterize(polygons, height, width):
     return mask
 
 
-@pytest.fixture(scope='module')
-def dataset(tmp_path_factory):
+@pytest.fixture(scope='module', params=shapes.LAYOUTS)
+def dataset(tmp_path_factory, request):
     out = tmp_path_factory.mktemp('shapes') / 'seed0'
-    return out, shapes.generate(out, seed=0, verbose=False, **TINY)
+    options = dict(TINY, layout=request.param)
+    return out, shapes.generate(out, seed=0, verbose=False, **options), options
 
 
 def test_same_seed_gives_identical_files(dataset, tmp_path):
-    out, _ = dataset
-    shapes.generate(tmp_path / 'again', seed=0, verbose=False, **TINY)
+    out, _, options = dataset
+    shapes.generate(tmp_path / 'again', seed=0, verbose=False, **options)
     assert read_tree(out) == read_tree(tmp_path / 'again')
 
 
 def test_other_seed_gives_other_images(dataset, tmp_path):
-    out, _ = dataset
-    shapes.generate(tmp_path / 'seed1', seed=1, verbose=False, **TINY)
+    out, _, options = dataset
+    shapes.generate(tmp_path / 'seed1', seed=1, verbose=False, **options)
     first, second = read_tree(out), read_tree(tmp_path / 'seed1')
     images = [path for path in first if path.endswith('.jpg')]
     assert sum(first[p] != second.get(p) for p in images) == len(images)
 
 
 def test_classification_folders(dataset):
-    out, summary = dataset
+    out, summary, _ = dataset
     assert (out / 'cls' / 'classes.txt').read_text().split() == list(shapes.CLASSES)
     for split, count in (('train', TINY['num_train_cls']), ('val', TINY['num_val_cls'])):
         files = sorted((out / 'cls' / split).glob('*/*.jpg'))
@@ -72,7 +75,7 @@ def test_classification_folders(dataset):
 
 
 def test_coco_polygons_match_label_maps(dataset):
-    out, summary = dataset
+    out, summary, _ = dataset
     for split, ade_split in SCENE_SPLITS:
         coco = json.loads((out / 'det' / 'annotations' / f'instances_{split}.json').read_text())
         assert [c['name'] for c in coco['categories']] == list(shapes.CLASSES)
@@ -103,12 +106,45 @@ def test_coco_polygons_match_label_maps(dataset):
 
 def test_coco_loads_with_pycocotools(dataset):
     coco_api = pytest.importorskip('pycocotools.coco')
-    out, _ = dataset
+    out, _, _ = dataset
     for split, _ in SCENE_SPLITS:
         coco = coco_api.COCO(str(out / 'det' / 'annotations' / f'instances_{split}.json'))
         assert coco.getCatIds(catNms=list(shapes.CLASSES)) == [1, 2, 3, 4, 5]
         for ann in coco.loadAnns(coco.getAnnIds()):
             assert abs(int(coco.annToMask(ann).sum()) - ann['area']) <= 0.15 * ann['area']
+
+
+def test_coco_layout_has_coco_sizes_crowds_and_occlusion(tmp_path):
+    summary = shapes.generate(tmp_path, num_train_cls=0, num_val_cls=0, num_train_scenes=8,
+                              num_val_scenes=1, layout='coco', verbose=False)
+    assert not (tmp_path / 'cls').exists() and 'cls/train' not in summary['splits']
+    coco = json.loads((tmp_path / 'det' / 'annotations' / 'instances_train.json').read_text())
+    sides = [(image['width'], image['height']) for image in coco['images']]
+    assert all(max(side) == 640 and 360 <= min(side) <= 640 for side in sides)
+    assert len(set(sides)) > 1 and any(w < h for w, h in sides) and any(w > h for w, h in sides)
+    per_image = np.bincount([ann['image_id'] for ann in coco['annotations']])[1:]
+    assert per_image.max() <= 14 and per_image.mean() >= 5
+    sizes = summary['splits']['scenes/train']['sizes']
+    assert sum(sizes.values()) == len(coco['annotations'])
+    assert min(sizes.values()) >= 0.1 * len(coco['annotations'])  # all three, none rare
+    # occlusion: some instances are cut by later ones (their boxes hold other shapes' pixels)
+    labels = {image['id']: np.asarray(Image.open(
+        tmp_path / 'seg' / 'annotations' / 'training' / image['file_name'].replace('.jpg', '.png')))
+        for image in coco['images']}
+    covered = [(labels[a['image_id']][a['bbox'][1]:a['bbox'][1] + a['bbox'][3],
+                                      a['bbox'][0]:a['bbox'][0] + a['bbox'][2]] > 0).sum()
+               for a in coco['annotations']]
+    occluded = sum(c > a['area'] * 1.02 + 50 for c, a in zip(covered, coco['annotations']))
+    assert occluded >= 0.05 * len(coco['annotations'])
+
+
+def test_workers_give_the_same_files(tmp_path):
+    common = ['--layout', 'coco', '--num-train-cls', '0', '--num-val-cls', '0',
+              '--num-train-scenes', '4', '--num-val-scenes', '1']
+    for name, workers in (('one', '1'), ('two', '2')):
+        subprocess.run([sys.executable, str(shapes.__file__), '--out', str(tmp_path / name),
+                        '--workers', workers, *common], check=True, capture_output=True)
+    assert read_tree(tmp_path / 'one') == read_tree(tmp_path / 'two')
 
 
 def test_mask_to_polygons_is_exact_with_holes_and_diagonals():
@@ -139,7 +175,9 @@ def test_existing_output_is_kept_unless_forced(tmp_path):
 @pytest.mark.parametrize('options, message', [
     (dict(img_size=32), 'img_size must be >= 64'),
     (dict(num_train_scenes=0), 'num_train_scenes must be >= 1'),
-    (dict(num_val_cls=3), 'num_val_cls must be >= 5'),
+    (dict(num_val_cls=3), 'num_val_cls must be >= 5 .*or 0 for none'),
+    (dict(layout='round'), "unknown layout 'round'"),
+    (dict(workers=0), 'workers must be >= 1'),
     (dict(seed=-1), 'seed must be >= 0'),
     (dict(img_size=64.5), 'img_size must be an integer'),
 ])

@@ -1,0 +1,405 @@
+"""Do the paper configs learn as well as the libraries' own baselines? Train them side by side.
+
+    python tools/analysis/check_paper_configs.py [--work-dir work_dirs/check_paper_configs]
+        [--data data/shapes_coco] [--models all|NAMES] [--arch s] [--det-iters 800]
+        [--seg-iters 800] [--batch 2] [--lr 2e-4] [--weight-decay 0.05] [--warmup 100]
+        [--num-train 800] [--num-val 50] [--data-workers 8] [--out check_paper_configs.json]
+
+Generates COCO-resolution scenes with tools/data/make_shapes_dataset.py (``--layout coco``:
+COCO-sized images of 3-14 overlapping shapes of all three COCO size ranges; the same images as a
+COCO instance set and as label maps, 5 classes + background), then trains every model at once on
+this machine's one GPU, each through ``tools/train.py`` in its own process, and prints one table
+of bbox / segm mAP (COCO's, on the val images) and mIoU (%), each model against its library's
+stock R-50 model.
+
+Models (--models, comma separated; default all six):
+
+* mask_rcnn_vminet: ``configs/mask_rcnn_vminet_{arch}_1x.py``, the paper's detector (simple
+  pyramid on the last map);
+* mask_rcnn_r50, mask_rcnn_swin_t: mmdet's ``mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py`` and
+  ``swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py``;
+* upernet_vminet: ``configs/upernet_vminet_{arch}_160k_ade20k.py``, the paper's segmentor;
+* upernet_r50, upernet_swin_t: mmseg's ``upernet/upernet_r50_4xb4-160k_ade20k-512x512.py`` and
+  ``swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py``.
+
+Every model keeps its config's network, data pipeline (Mask R-CNN: resize to 1333x800 and flip;
+UperNet: random resize, 512x512 crop, flip, photometric distortion) and optimizer parameter
+groups (paramwise_cfg), and gets the same everything else: from scratch (no pretrained weights,
+no frozen stages, BatchNorm statistics updated), SyncBN as BN, --batch images per step, AdamW at
+--lr and --weight-decay, a linear warm-up over --warmup iterations, lr x0.1 at 75% and 90% of the
+iterations, fp16 AMP with dynamic loss scaling on CUDA (fp32 on the CPU, for smoke tests), seed 0,
+one validation at the end. The prepared configs are written to WORK/NAME/config.py, the logs to
+WORK/NAME.log.
+
+The table and the rows (metrics, ratio to the baseline, final training loss, seconds per
+iteration) go to --out (JSON) and --out with .md, with the device, the versions and the command.
+A run that fails is reported in its row, with the end of its log, and fails the command (exit 1).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mmengine.config import Config  # noqa: E402
+
+from tools.analysis.benchmark import comma_list  # noqa: E402
+from tools.analysis.benchmark_dense import markdown, resolve_config  # noqa: E402
+from tools.data import make_shapes_dataset as shapes  # noqa: E402
+
+SCRIPT = 'tools/analysis/check_paper_configs.py'
+SEG_CLASSES = ('background', ) + shapes.CLASSES
+SEG_PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+               [245, 130, 48]]
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model of the check: table name, task ('det' or 'seg'), config (repo-relative, with
+    ``{arch}`` for ours, or ``pkg::path`` in an installed library)."""
+    name: str
+    task: str
+    config: str
+
+
+MODELS = {
+    'mask_rcnn_vminet': Model('Mask R-CNN VMINet-{ARCH} (paper)', 'det',
+                              'configs/mask_rcnn_vminet_{arch}_1x.py'),
+    'mask_rcnn_r50': Model('Mask R-CNN R-50 (mmdet)', 'det',
+                           'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'),
+    'mask_rcnn_swin_t': Model('Mask R-CNN Swin-T (mmdet)', 'det',
+                              'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'),
+    'upernet_vminet': Model('UperNet VMINet-{ARCH} (paper)', 'seg',
+                            'configs/upernet_vminet_{arch}_160k_ade20k.py'),
+    'upernet_r50': Model('UperNet R-50 (mmseg)', 'seg',
+                         'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'),
+    'upernet_swin_t': Model(
+        'UperNet Swin-T (mmseg)', 'seg',
+        'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'),
+}
+#: task -> the model the others are compared with, and the metric compared
+BASELINES = {'det': 'mask_rcnn_r50', 'seg': 'upernet_r50'}
+METRICS = {'det': 'coco/bbox_mAP', 'seg': 'mIoU'}
+#: the paper configs must reach this share of the baseline's metric
+TARGET = 0.9
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--work-dir', default='work_dirs/check_paper_configs')
+    parser.add_argument('--data', default='data/shapes_coco',
+                        help='COCO-layout shapes data (made there if missing)')
+    parser.add_argument('--models', default='all',
+                        help=f'comma separated, of: {", ".join(MODELS)} (default all)')
+    parser.add_argument('--arch', default='s', choices=['xs', 's', 'b'],
+                        help='VMINet variant of the paper configs')
+    parser.add_argument('--det-iters', type=int, default=800)
+    parser.add_argument('--seg-iters', type=int, default=800)
+    parser.add_argument('--batch', type=int, default=2, help='images per training step')
+    parser.add_argument('--lr', type=float, default=2e-4)
+    parser.add_argument('--weight-decay', type=float, default=0.05)
+    parser.add_argument('--warmup', type=int, default=100, help='linear warm-up iterations')
+    parser.add_argument('--num-train', type=int, default=800, help='training scenes')
+    parser.add_argument('--num-val', type=int, default=50, help='validation scenes')
+    parser.add_argument('--data-workers', type=int, default=min(8, os.cpu_count() or 1),
+                        help='processes drawing the scenes')
+    parser.add_argument('--loader-workers', type=int, default=2,
+                        help='dataloader workers of each training run')
+    parser.add_argument('--out', default='check_paper_configs.json')
+    args = parser.parse_args(argv)
+    try:
+        args.models = (list(MODELS) if args.models == 'all'
+                       else comma_list(args.models, MODELS, 'model'))
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    for key in ('det_iters', 'seg_iters', 'batch', 'num_train', 'num_val', 'data_workers'):
+        if getattr(args, key) < 1:
+            parser.error(f'--{key.replace("_", "-")} must be >= 1')
+    if args.warmup < 0:
+        parser.error('--warmup must be >= 0')
+    return args
+
+
+# ----------------------------------------------------------------------------------------------
+# Configs
+# ----------------------------------------------------------------------------------------------
+def model_config_path(key: str, arch: str) -> str:
+    return resolve_config(MODELS[key].config.format(arch=arch))
+
+
+def model_name(key: str, arch: str) -> str:
+    return MODELS[key].name.format(ARCH=arch.upper())
+
+
+def from_scratch(model: dict):
+    """No pretrained weights, nothing frozen, BN statistics updated (edits ``model``)."""
+    model.backbone.init_cfg = None
+    if 'pretrained' in model:
+        model.pretrained = None
+    for key, value in (('frozen_stages', -1), ('norm_eval', False)):
+        if key in model.backbone:
+            model.backbone[key] = value
+
+
+def det_data(cfg: Config, data: str, batch: int, loader_workers: int):
+    root = osp.join(data, 'det')
+    metainfo = dict(classes=shapes.CLASSES)
+    for split, loader, train in (('train', cfg.train_dataloader, True),
+                                 ('val', cfg.val_dataloader, False)):
+        loader.dataset.update(type='CocoDataset', data_root=root, metainfo=metainfo,
+                              ann_file=f'annotations/instances_{split}.json',
+                              data_prefix=dict(img=f'{split}/'))
+        loader.update(batch_size=batch if train else 1, num_workers=loader_workers,
+                      persistent_workers=loader_workers > 0)
+    cfg.val_evaluator.update(ann_file=osp.join(root, 'annotations', 'instances_val.json'),
+                             metric=['bbox', 'segm'])
+    roi_head = cfg.model.roi_head
+    roi_head.bbox_head.num_classes = roi_head.mask_head.num_classes = len(shapes.CLASSES)
+
+
+def seg_data(cfg: Config, data: str, batch: int, loader_workers: int):
+    root = osp.join(data, 'seg')
+    metainfo = dict(classes=SEG_CLASSES, palette=SEG_PALETTE)
+    for split, loader, train in (('training', cfg.train_dataloader, True),
+                                 ('validation', cfg.val_dataloader, False)):
+        dataset = loader.dataset
+        for step in dataset.pipeline:  # label 0 is the background class here, not 'ignore'
+            if step['type'] == 'LoadAnnotations':
+                step['reduce_zero_label'] = False
+        dataset.update(type='BaseSegDataset', data_root=root, metainfo=metainfo,
+                       img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=False,
+                       data_prefix=dict(img_path=f'images/{split}',
+                                        seg_map_path=f'annotations/{split}'))
+        loader.update(batch_size=batch if train else 1, num_workers=loader_workers,
+                      persistent_workers=loader_workers > 0)
+    for head in ('decode_head', 'auxiliary_head'):
+        cfg.model[head].num_classes = len(SEG_CLASSES)
+
+
+def schedule(cfg: Config, iters: int, args, cuda: bool):
+    """The budget and optimizer every model of the check shares."""
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
+    cfg.val_cfg, cfg.test_cfg = dict(type='ValLoop'), dict(type='TestLoop')
+    cfg.test_dataloader, cfg.test_evaluator = cfg.val_dataloader, cfg.val_evaluator
+    cfg.param_scheduler = [
+        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
+             end=min(args.warmup, iters)),
+        dict(type='MultiStepLR', by_epoch=False, begin=0, end=iters, gamma=0.1,
+             milestones=[int(0.75 * iters), int(0.9 * iters)]),
+    ]
+    wrapper = {k: cfg.optim_wrapper[k] for k in ('constructor', 'paramwise_cfg')
+               if k in cfg.optim_wrapper}
+    wrapper['optimizer'] = dict(type='AdamW', lr=args.lr, betas=(0.9, 0.999),
+                                weight_decay=args.weight_decay)
+    if cuda:  # AmpOptimWrapper needs an accelerator; mmcv's RoIAlign has no bf16 kernel
+        wrapper.update(type='AmpOptimWrapper', dtype='float16', loss_scale='dynamic')
+    else:
+        wrapper['type'] = 'OptimWrapper'
+    cfg.optim_wrapper = wrapper
+    cfg.pop('auto_scale_lr', None)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters,
+                                        max_keep_ckpts=1)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=min(50, iters),
+                                    log_metric_by_epoch=False)
+    cfg.log_processor = dict(by_epoch=False)
+    cfg.randomness = dict(seed=0)
+
+
+def prepare_config(key: str, args, cuda: bool) -> Config:
+    """The model's config with the check's data, budget and optimizer."""
+    task = MODELS[key].task
+    cfg = Config.fromfile(model_config_path(key, args.arch))
+    from_scratch(cfg.model)
+    (det_data if task == 'det' else seg_data)(cfg, args.data, args.batch, args.loader_workers)
+    schedule(cfg, args.det_iters if task == 'det' else args.seg_iters, args, cuda)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs and their results
+# ----------------------------------------------------------------------------------------------
+ITER_LINE = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\].*?eta: (\S+).*?loss: ([0-9.naninf]+)')
+
+
+def progress(log_path: str) -> str:
+    """'iter I/N, loss L, eta E' from the last training line of a run's log, or ''."""
+    if not osp.isfile(log_path):
+        return ''
+    with open(log_path, errors='replace') as f:
+        matches = ITER_LINE.findall(f.read())
+    if not matches:
+        return ''
+    it, total, eta, loss = matches[-1]
+    return f'iter {it}/{total}, loss {loss}, eta {eta}'
+
+
+def read_scalars(work_dir: str) -> List[Dict]:
+    """The records of mmengine's LocalVisBackend (``*/vis_data/scalars.json``) of a run, the
+    newest run of the work dir."""
+    found = sorted(Path(work_dir).glob('*/vis_data/scalars.json'))
+    if not found:
+        return []
+    with open(found[-1]) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summarize_run(task: str, records: List[Dict]) -> Dict:
+    """Final metrics, final training loss (mean of the last 3 logged) and s/iter of a run."""
+    row: Dict[str, Optional[float]] = {}
+    metric_keys = {'det': ('coco/bbox_mAP', 'coco/segm_mAP'), 'seg': ('mIoU', )}[task]
+    evaluated = [r for r in records if METRICS[task] in r]
+    for key in metric_keys:
+        row[key] = evaluated[-1].get(key) if evaluated else None
+    train = [r for r in records if 'loss' in r and METRICS[task] not in r]
+    losses = [r['loss'] for r in train[-3:]]
+    row['final_loss'] = sum(losses) / len(losses) if losses else None
+    times = [r['time'] for r in train[1:] if 'time' in r]  # the first interval holds start-up
+    row['s_per_iter'] = sum(times) / len(times) if times else None
+    row['iters'] = train[-1].get('iter', train[-1].get('step')) if train else None
+    return row
+
+
+def add_ratios(rows: List[Dict]):
+    """Each row's metric over its task's baseline's (``vs_baseline``)."""
+    by_key = {r['key']: r for r in rows}
+    for row in rows:
+        base = by_key.get(BASELINES[row['task']])
+        value, ref = row.get(METRICS[row['task']]), base and base.get(METRICS[row['task']])
+        row['vs_baseline'] = value / ref if value is not None and ref else None
+
+
+def fmt(value, digits=3, suffix=''):
+    return '-' if value is None else f'{value:.{digits}f}{suffix}'
+
+
+def results_table(rows: List[Dict]) -> str:
+    header = ['model', 'config', 'bbox mAP', 'segm mAP', 'mIoU %', 'vs R-50 baseline',
+              'final loss', 's/iter', 'status']
+    lines = [[r['name'], r['config'], fmt(r.get('coco/bbox_mAP')), fmt(r.get('coco/segm_mAP')),
+              fmt(r.get('mIoU'), 2), fmt(r.get('vs_baseline'), 2, 'x'), fmt(r.get('final_loss')),
+              fmt(r.get('s_per_iter')), r['status']] for r in rows]
+    return markdown(header, lines)
+
+
+def verdicts(rows: List[Dict]) -> List[str]:
+    """One line per paper config: its ratio to the baseline against TARGET."""
+    lines = []
+    for row in rows:
+        if row['key'] in BASELINES.values() or not row['key'].endswith('_vminet'):
+            continue
+        ratio = row.get('vs_baseline')
+        if ratio is None:
+            lines.append(f"{row['name']}: no ratio (a run failed or the baseline did not run)")
+        else:
+            met = 'met' if ratio >= TARGET else 'NOT met'
+            lines.append(f"{row['name']}: {ratio:.2f}x the {METRICS[row['task']]} of "
+                         f"{MODELS[BASELINES[row['task']]].name}, target {TARGET}x {met}")
+    return lines
+
+
+def environment(argv: List[str]) -> Dict:
+    import mmcv
+    import mmdet
+    import mmengine
+    import mmseg
+    import torch
+    rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, text=True,
+                         capture_output=True).stdout.strip()
+    return {
+        'device': torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu',
+        'torch': torch.__version__, 'mmcv': mmcv.__version__, 'mmengine': mmengine.__version__,
+        'mmdet': mmdet.__version__, 'mmseg': mmseg.__version__, 'python': sys.version.split()[0],
+        'git': rev, 'command': ' '.join(['python', SCRIPT] + [shlex.quote(a) for a in argv]),
+    }
+
+
+def log_tail(path: str, lines: int = 15) -> str:
+    if not osp.isfile(path):
+        return ''
+    with open(path, errors='replace') as f:
+        return ''.join(f.readlines()[-lines:])
+
+
+def launch(key: str, cfg: Config, work_dir: str) -> subprocess.Popen:
+    run_dir = osp.join(work_dir, key)
+    os.makedirs(run_dir, exist_ok=True)
+    config_path = osp.join(run_dir, 'config.py')
+    cfg.dump(config_path)
+    log = open(osp.join(work_dir, f'{key}.log'), 'w')
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    return subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'train.py'), config_path,
+                             '--work-dir', run_dir], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=ROOT, env=env)
+
+
+def run_all(args, cuda: bool) -> List[Dict]:
+    configs = {key: prepare_config(key, args, cuda) for key in args.models}
+    procs = {key: launch(key, cfg, args.work_dir) for key, cfg in configs.items()}
+    print(f'training {len(procs)} models at once: {", ".join(procs)} (logs: {args.work_dir}/'
+          'NAME.log)', flush=True)
+    started = time.time()
+    while any(p.poll() is None for p in procs.values()):
+        time.sleep(min(30.0, 1.0 + 0.1 * (time.time() - started)))
+        states = [f'{key}: ' + (progress(osp.join(args.work_dir, f'{key}.log')) or 'starting')
+                  if p.poll() is None else f'{key}: exited {p.returncode}'
+                  for key, p in procs.items()]
+        print(f'[{time.time() - started:5.0f} s] ' + '; '.join(states), flush=True)
+    rows = []
+    for key, proc in procs.items():
+        task = MODELS[key].task
+        row = {'key': key, 'name': model_name(key, args.arch), 'task': task,
+               'config': MODELS[key].config.format(arch=args.arch),
+               **summarize_run(task, read_scalars(osp.join(args.work_dir, key)))}
+        ok = proc.returncode == 0 and row.get(METRICS[task]) is not None
+        row['status'] = 'ok' if ok else f'failed (exit {proc.returncode})'
+        if not ok:
+            row['log_tail'] = log_tail(osp.join(args.work_dir, f'{key}.log'))
+        rows.append(row)
+    add_ratios(rows)
+    return rows
+
+
+def main(argv=None) -> Dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    import torch
+    cuda = torch.cuda.is_available()
+    shapes.generate(args.data, num_train_cls=0, num_val_cls=0, num_train_scenes=args.num_train,
+                    num_val_scenes=args.num_val, layout='coco', workers=args.data_workers)
+    os.makedirs(args.work_dir, exist_ok=True)
+    rows = run_all(args, cuda)
+    report = {'env': environment(argv), 'settings': {
+        k: getattr(args, k) for k in ('arch', 'det_iters', 'seg_iters', 'batch', 'lr',
+                                      'weight_decay', 'warmup', 'num_train', 'num_val')},
+        'rows': rows, 'verdicts': verdicts(rows)}
+    table = results_table(rows)
+    print('\n' + table + '\n\n' + '\n'.join(report['verdicts']))
+    for row in rows:
+        if row.get('log_tail'):
+            print(f"\n--- {row['key']} failed; the end of its log:\n{row['log_tail']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + '\n')
+    env = report['env']
+    out.with_suffix('.md').write_text(
+        f"{env['device']}, torch {env['torch']}, mmcv {env['mmcv']}, mmdet {env['mmdet']}, "
+        f"mmseg {env['mmseg']}, git {env['git']}\n\n    {env['command']}\n\n{table}\n\n"
+        + '\n'.join(report['verdicts']) + '\n')
+    if any(r['status'] != 'ok' for r in rows):
+        sys.exit(1)
+    return report
+
+
+if __name__ == '__main__':
+    main()

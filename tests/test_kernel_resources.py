@@ -1,4 +1,4 @@
-"""tools/analysis/kernel_resources.py: the depthwise kernel compiled for sm_90a on the CPU."""
+"""tools/kernels/kernel_resources.py: the depthwise kernel compiled for sm_90a on the CPU."""
 import json
 
 import pytest
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(vmisa_triton.triton is None, reason='triton is n
 
 @pytest.fixture(scope='module')
 def tool():
-    return load_tool('analysis/kernel_resources.py')
+    return load_tool('kernels/kernel_resources.py')
 
 
 def test_stage2_kernel_has_no_spills_and_one_fma_per_output_tap(tool, tmp_path):

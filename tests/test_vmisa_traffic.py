@@ -1,11 +1,11 @@
-"""tools/analysis/vmisa_traffic.py: the per-block HBM byte counts of docs/benchmarks.md."""
+"""tools/kernels/vmisa_traffic.py: the per-block HBM byte counts of docs/benchmarks.md."""
 import json
 
 import pytest
 
 from tool_scripts import load_tool
 
-traffic = load_tool('analysis/vmisa_traffic.py')
+traffic = load_tool('kernels/vmisa_traffic.py')
 
 
 def test_stage_shapes_and_floor_bytes():

@@ -505,7 +505,7 @@ def test_gpu_torch_compile_traces_the_kernels():
 @pytest.mark.parametrize('tool', ['benchmark_vmisa.py', 'tune_vmisa_kernels.py'])
 def test_block_benchmark_and_tuning_need_cuda(capsys, tool):
     from tool_scripts import load_tool
-    bench = load_tool(f'analysis/{tool}')
+    bench = load_tool(f'kernels/{tool}')
     if torch.cuda.is_available():
         pytest.skip('a CUDA device is present')
     with pytest.raises(SystemExit):
@@ -515,7 +515,7 @@ def test_block_benchmark_and_tuning_need_cuda(capsys, tool):
 
 def test_tuning_rejects_unknown_parts(capsys):
     from tool_scripts import load_tool
-    tune = load_tool('analysis/tune_vmisa_kernels.py')
+    tune = load_tool('kernels/tune_vmisa_kernels.py')
     with pytest.raises(SystemExit):
         tune.parse_args(['--what', 'gemm,splits'])
     valid = 'stem,conv,dwconv,fused,gemm,split'
@@ -526,7 +526,7 @@ def test_tuning_rejects_unknown_parts(capsys):
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_gpu_tuning_sweeps_the_kernels(tmp_path):
     from tool_scripts import load_tool
-    tune = load_tool('analysis/tune_vmisa_kernels.py')
+    tune = load_tool('kernels/tune_vmisa_kernels.py')
     out = tmp_path / 'tune.json'
     result = tune.main(['--arch', 'ti', '--batch', '2', '--img-size', '64', '--stages', '0,2',
                         '--warmup', '1', '--iters', '2', '--repeats', '1',
@@ -558,7 +558,7 @@ def test_gpu_tuning_sweeps_the_kernels(tmp_path):
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_gpu_tuning_splits_the_kernels(tmp_path):
     from tool_scripts import load_tool
-    tune = load_tool('analysis/tune_vmisa_kernels.py')
+    tune = load_tool('kernels/tune_vmisa_kernels.py')
     result = tune.main(['--arch', 'ti', '--batch', '4', '--img-size', '64', '--stages', '0,2',
                         '--what', 'split', '--warmup', '1', '--iters', '2', '--repeats', '1',
                         '--out', str(tmp_path / 'split.json')])
@@ -574,7 +574,7 @@ def test_gpu_tuning_splits_the_kernels(tmp_path):
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_gpu_block_benchmark_runs(tmp_path):
     from tool_scripts import load_tool
-    bench = load_tool('analysis/benchmark_vmisa.py')
+    bench = load_tool('kernels/benchmark_vmisa.py')
     out = tmp_path / 'blocks.json'
     rows = bench.main(['--arch', 'ti', '--batch', '8', '--img-size', '64', '--warmup', '1',
                        '--iters', '2', '--repeats', '1', '--compile-mode', 'default',

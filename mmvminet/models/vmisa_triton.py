@@ -5,7 +5,7 @@ as a fused pair or a GEMM pair of kernels, the depthwise conv itself, and the ne
 
 After the depthwise conv, the eager block runs ~10 memory-bound ops over (B, D, H, W) tensors
 (Q, K, ReLU6, Q*K, the masked weighted sum, the expand, ReLU6, ...): N (5 C + 18 D) elements of
-HBM traffic for N = B*H*W tokens (``tools/analysis/vmisa_traffic.py``). Tensors are
+HBM traffic for N = B*H*W tokens (``tools/kernels/vmisa_traffic.py``). Tensors are
 channels-last: a (B, C, H, W) tensor whose memory is (B, H*W, C), so a tile of tokens is a
 (tokens, C) matrix and the projections are tensor-core dots.
 
@@ -33,7 +33,7 @@ PyTorch). The depthwise kernel (_dwconv_kernel) streams down the rows of a strip
 each input row is read once and added to the K output rows it feeds; a lane holds one (image,
 channel), its taps in registers and the strip's columns as a tuple of registers, so that the
 column shifts are static indices. It beats cuDNN on every VMINet-XS map.
-The split between the pairs and all tile sizes come from tools/analysis/tune_vmisa_kernels.py
+The split between the pairs and all tile sizes come from tools/kernels/tune_vmisa_kernels.py
 (docs/benchmarks.md).
 
 ``vmisa_context_output``, ``depthwise_conv``, ``stem_conv`` and ``conv`` are registered as the
@@ -520,7 +520,7 @@ def _pow2_at_least(n: int) -> int:
 
 def _blocks(channels: int):
     """(BLOCK_T tokens per tile, BLOCK_D channels of D per step, warps, pipeline stages,
-    programs per SM) of the fused pair: the fastest of tools/analysis/tune_vmisa_kernels.py on
+    programs per SM) of the fused pair: the fastest of tools/kernels/tune_vmisa_kernels.py on
     VMINet-XS's stage 0 (H200, batch 256, bf16, C = 48; tune_fused_segments_h200.json) is one
     program per image, which the spans per image rounded down give at batch 256 (264 // 256);
     2 per SM fill the SMs when few images are cut into spans (detection's batches of 2)."""
@@ -670,7 +670,7 @@ def vmisa_context_output(x: torch.Tensor, u: torch.Tensor, qk_weight: torch.Tens
     K projections; alpha (H*W,) the resized token weights; mixing (2,): w_ctx, w_loc (a 1-d
     tensor: inductor's freezing passes a 0-d constant to a kernel as a number); out_weight (C, D),
     out_bias (C,). Weights are cast to u's dtype (autocast). Returns (B, C, H, W), channels-last.
-    blocks: tiles other than ``_blocks``'s, for tuning (tools/analysis/tune_vmisa_kernels.py).
+    blocks: tiles other than ``_blocks``'s, for tuning (tools/kernels/tune_vmisa_kernels.py).
     """
     dtype = u.dtype
     args = (x.to(dtype), u, qk_weight.reshape(qk_weight.shape[0], -1).to(dtype).contiguous(),
@@ -692,7 +692,7 @@ def dwconv_config(channels: int, height: int, width: int):
     strips of 7 columns, or 14 on maps 14 to 27 wide. The fastest of 8 tiles per stage
     timed on VMINet-XS (H200, batch 256, bf16: maps 56, 28, 14, 7 wide for C = 48, 96, 192,
     384; docs/benchmarks/tune_dwconv_lanes_h200.json, made by
-    tools/analysis/tune_vmisa_kernels.py --what dwconv)."""
+    tools/kernels/tune_vmisa_kernels.py --what dwconv)."""
     rows = min(height, 56)
     strip = 14 if 14 <= width < 28 else 7
     block_c = min(32, max(8, channels & -channels))
@@ -829,7 +829,7 @@ def conv_table(weight: torch.Tensor) -> torch.Tensor:
 
 def conv_config(in_channels: int, out_channels: int):
     """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) of the conv kernel: the fastest tiles of
-    tools/analysis/tune_vmisa_kernels.py on VMINet-XS's downsamplers (H200, batch 256, bf16:
+    tools/kernels/tune_vmisa_kernels.py on VMINet-XS's downsamplers (H200, batch 256, bf16:
     32 -> 48, 48 -> 96, 96 -> 192, 192 -> 384; tune_conv_h200.json). BLOCK_K divides CIN
     where 64 or 32 does, else covers it (48 as 64, masked)."""
     block_n = _pow2_at_least(out_channels) if out_channels <= 256 else 128

@@ -1,6 +1,6 @@
 """Time one VMI-SA block per stage on the GPU against its HBM-traffic floor.
 
-    python tools/analysis/benchmark_vmisa.py [--arch xs] [--batch 256] [--img-size 224]
+    python tools/kernels/benchmark_vmisa.py [--arch xs] [--batch 256] [--img-size 224]
         [--dtype bf16] [--mask-kind lower_triangular] [--warmup 10] [--iters 50] [--repeats 5]
         [--out docs/benchmarks/vmisa_blocks_h100.json]
 
@@ -14,7 +14,7 @@ For each stage of the arch: one inference block (BN folded, Q/K merged; weights 
   compile_triton   torch.compile of that,
   dwconv           the depthwise conv alone (cuDNN),
   dwconv_triton    the depthwise conv alone in the Triton kernel.
-The floor (tools/analysis/vmisa_traffic.py) is 3 N C elements (read x twice, write once), in
+The floor (tools/kernels/vmisa_traffic.py) is 3 N C elements (read x twice, write once), in
 time at the bandwidth of a device-to-device copy measured in the same run; the depthwise conv
 moves at least 2 N C (dwconv_gbs: the bandwidth that implies). Medians over
 --repeats runs of --iters calls (CUDA events) after --warmup. Table on stdout, rows to --out.
@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mmvminet.models import VMISA, VMINet, vmisa_triton  # noqa: E402
-from tools.analysis.vmisa_traffic import FLOOR_C, MEASURED_MODES  # noqa: E402
+from tools.kernels.vmisa_traffic import FLOOR_C, MEASURED_MODES  # noqa: E402
 from tools.analysis.benchmark import (COMPILE_MODE, DTYPES, environment, fmt,  # noqa: E402
                                       seconds_per_call, write_json)
 

@@ -1,6 +1,6 @@
 """Registers, spills and instruction mix of the depthwise-conv Triton kernel, on any machine.
 
-    python tools/analysis/kernel_resources.py [--arch 90] [--dtype bf16]
+    python tools/kernels/kernel_resources.py [--arch 90] [--dtype bf16]
         [--maps 56:48,28:96,14:192,7:384] [--tiles ROWS,STRIP,BLOCK_C,WARPS]
         [--batch 256] [--sms 132] [--out FILE.json]
 

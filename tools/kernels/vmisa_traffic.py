@@ -30,11 +30,11 @@ largest of the three. For D = 2C the tensor-core work is 20 N C^2 against 3 N C 
 and the depthwise conv 196 N C on CUDA cores: at H100 rates every VMINet-XS stage is
 compute-bound, on CUDA cores at C = 48 and 96, on tensor cores from C = 192. Usage:
 
-    python tools/analysis/vmisa_traffic.py --arch xs --batch 256 --size 224 --dtype bf16 \
+    python tools/kernels/vmisa_traffic.py --arch xs --batch 256 --size 224 --dtype bf16 \
         [--bandwidth-tbs 3.35] [--tensor-tflops 989] [--vector-tflops 67] [--json] \
         [--measured docs/benchmarks/vmisa_blocks_h100.json]
 
---measured reads a tools/analysis/benchmark_vmisa.py result (same arch, batch, size, dtype) and
+--measured reads a tools/kernels/benchmark_vmisa.py result (same arch, batch, size, dtype) and
 sets each stage's best block time against these floors, with that run's copy bandwidth as the
 HBM bandwidth.
 """

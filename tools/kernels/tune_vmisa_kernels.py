@@ -1,6 +1,6 @@
 """Sweep the tile sizes of the Triton kernels (vmisa_triton.py) on each stage's map, on the GPU.
 
-    python tools/analysis/tune_vmisa_kernels.py [--arch xs] [--batch 256] [--img-size 224]
+    python tools/kernels/tune_vmisa_kernels.py [--arch xs] [--batch 256] [--img-size 224]
         [--dtype bf16] [--stages 0,1,2,3] [--what stem,conv,dwconv,fused,gemm,split]
         [--out tune.json]
 
@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 from mmvminet.models import VMINet, vmisa_triton  # noqa: E402
 from tools.analysis.benchmark import (DTYPES, environment, profile_steps,  # noqa: E402
                                       seconds_per_call, write_json)
-from tools.analysis.benchmark_vmisa import (add_block_arguments, copy_bandwidth,  # noqa: E402
+from tools.kernels.benchmark_vmisa import (add_block_arguments, copy_bandwidth,  # noqa: E402
                                             stage_input)
 
 

@@ -1,4 +1,5 @@
 """Detection and segmentation: the neck, the six paper configs, and pretrained loading."""
+import glob
 import os.path as osp
 
 import pytest
@@ -212,3 +213,13 @@ def test_wrong_variant_checkpoint_is_an_error(xs_classifier_checkpoint):
     missing = VMINet('xs', init_cfg=dict(type='Pretrained', checkpoint=path + '.nope'))
     with pytest.raises(FileNotFoundError, match=r'checkpoint not found: .*\.nope'):
         missing.init_weights()
+
+
+@pytest.mark.parametrize('config', sorted(
+    osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', 'quickstart', 'ablations',
+                                                     '*.py'))))
+def test_quickstart_ablation_configs_build(config):
+    """tools/analysis/quickstart_ablation.sh trains these: each must load and build."""
+    cfg = load(config)
+    model = build_model(cfg.model, cfg.default_scope)
+    assert sum(p.numel() for p in model.parameters()) > 0

@@ -4,7 +4,7 @@
 #   bash tools/setup_env.sh            # CPU machine (what CI and the README use)
 #   FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 bash tools/setup_env.sh   # build mmcv's CUDA ops too
 #
-# Order matters (see README "Why the setup is shaped like this"):
+# Order matters (see docs/install.md, "Why the setup is shaped like this"):
 #   torch + torchvision -> setuptools<82 -> mmcv 2.1.0 with ops (built against that torch, C++20
 #   where torch's headers demand it, cached by torch version) -> the rest -> mmvminet.
 # A second run checks every step and exits in seconds. Any failure stops with its reason, and the

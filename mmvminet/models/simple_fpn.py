@@ -12,7 +12,7 @@ level tapping it at its scale s (relative to the input map):
 
 ViTDet gives each level its own deconvolutions; with a stride-32 input that needs 3+2+1 of them,
 the cascade 3. Sharing them saves 0.7 M parameters for C = 384 (2.6 M for C = 768) and keeps
-Mask R-CNN's size within 5% of the paper's Table 5 for XS, S and B (README, "Params and FLOPs").
+Mask R-CNN's size within 5% of the paper's Table 5 for XS, S and B (README, "Results").
 
 Levels beyond ``len(scale_factors)`` (``num_outs``) are stride-2 max-pools of the last level, as
 the RPN of Mask R-CNN wants a stride-64 map. Norm: ``LayerNorm2d`` by default (ViTDet uses a

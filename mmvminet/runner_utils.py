@@ -4,9 +4,11 @@ add the reliability hooks, fit distributed settings to the machine, and turn the
 can fix into one line.
 """
 import datetime
+import logging
 import os
 import os.path as osp
 import re
+import sys
 import traceback
 from typing import List, Optional, Union
 
@@ -199,13 +201,25 @@ def init_distributed(cfg: Config, launcher: str, device: str):
     dist.init_process_group(**kwargs)
 
 
-def finish_distributed():
-    """Tear the process group down at the end of a run: left to interpreter exit, gloo's
-    threads may still be running when their destructors run, and the process aborts
-    ("terminate called without an active exception") after its work is done."""
+def finish_distributed(end_process: bool = False):
+    """Tear the process group down at the end of a run.
+
+    end_process (the tools' entry points, once everything is written): then end a distributed
+    process at once, after flushing the logs and output (``os._exit(0)``). Left to interpreter
+    exit, torch's distributed threads may still be joinable when C++ destructors run, and the
+    process aborts ("terminate called without an active exception", SIGABRT) after its work is
+    done, which fails the whole torchrun launch; tearing the group down first was not enough
+    (seen in CI on rank 1 of a finished 2-process ``dist_test.sh``).
+    """
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.destroy_process_group()
+    if end_process:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def log_distributed(runner, notes: List[str]):

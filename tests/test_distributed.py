@@ -127,6 +127,26 @@ def test_finish_distributed_tears_the_process_group_down(tmp_path):
     assert not torch.distributed.is_initialized()
 
 
+def test_finish_distributed_ends_the_process_with_everything_written(tmp_path):
+    script = f"""
+import logging, sys, torch.distributed as dist
+from mmvminet.runner_utils import finish_distributed
+finish_distributed(end_process=True)  # not distributed: returns
+logging.basicConfig(filename={str(tmp_path / 'run.log')!r}, level=logging.INFO)
+dist.init_process_group('gloo', init_method='file://{tmp_path}/store', rank=0, world_size=1)
+logging.info('logged before the end')
+sys.stdout.write('printed before the end')
+finish_distributed(end_process=True)
+print('not reached')
+sys.exit(3)
+"""
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == 'printed before the end'
+    assert 'logged before the end' in (tmp_path / 'run.log').read_text()
+
+
 # ---- 2 gloo processes through tools/dist_train.sh and tools/dist_test.sh ----------------------
 
 def free_port():

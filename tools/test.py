@@ -95,7 +95,7 @@ def main(argv=None):
         os.makedirs(runner.work_dir, exist_ok=True)
         with open(osp.join(runner.work_dir, 'metrics.json'), 'w') as f:
             json.dump(metrics, f, indent=1)
-    finish_distributed()
+    finish_distributed(end_process=True)
     return metrics
 
 

@@ -102,7 +102,7 @@ def main(argv=None):
         if message is None:
             raise
         sys.exit(f'error: {message}')
-    finish_distributed()
+    finish_distributed(end_process=True)
 
 
 if __name__ == '__main__':

@@ -143,3 +143,16 @@ def test_end_to_end_on_the_cpu(coco_data, tmp_path, capsys):
     assert out.with_suffix('.md').read_text().count('| UperNet VMINet-XS (paper) |') == 1
     printed = capsys.readouterr().out
     assert 'training 1 models at once' in printed and 'no ratio' in printed
+
+
+def test_time_limit_stops_the_runs_and_still_reports(coco_data, tmp_path, capsys):
+    out = tmp_path / 'report.json'
+    with pytest.raises(SystemExit) as exit_info:
+        check.main(['--data', str(coco_data), '--work-dir', str(tmp_path / 'w'), '--arch', 'xs',
+                    '--models', 'upernet_vminet', '--seg-iters', '1000', '--num-train', '3',
+                    '--num-val', '2', '--loader-workers', '0', '--time-limit', '0.01',
+                    '--out', str(out)])
+    assert exit_info.value.code == 1
+    (row, ) = json.loads(out.read_text())['rows']
+    assert row['status'].startswith('stopped at --time-limit') and row['mIoU'] is None
+    assert 'stopped at --time-limit' in capsys.readouterr().out

@@ -3,7 +3,8 @@
     python tools/analysis/check_paper_configs.py [--work-dir work_dirs/check_paper_configs]
         [--data data/shapes_coco] [--models all|NAMES] [--arch s] [--det-iters 800]
         [--seg-iters 800] [--batch 2] [--lr 2e-4] [--weight-decay 0.05] [--warmup 100]
-        [--num-train 800] [--num-val 50] [--data-workers 8] [--out check_paper_configs.json]
+        [--num-train 800] [--num-val 50] [--data-workers 8] [--time-limit MINUTES]
+        [--out check_paper_configs.json]
 
 Generates COCO-resolution scenes with tools/data/make_shapes_dataset.py (``--layout coco``:
 COCO-sized images of 3-14 overlapping shapes of all three COCO size ranges; the same images as a
@@ -33,7 +34,8 @@ WORK/NAME.log.
 
 The table and the rows (metrics, ratio to the baseline, final training loss, seconds per
 iteration) go to --out (JSON) and --out with .md, with the device, the versions and the command.
-A run that fails is reported in its row, with the end of its log, and fails the command (exit 1).
+A run that fails, or that --time-limit stops, is reported in its row (a failure with the end of
+its log) and fails the command (exit 1).
 """
 import argparse
 import json
@@ -116,6 +118,9 @@ def parse_args(argv=None):
                         help='processes drawing the scenes')
     parser.add_argument('--loader-workers', type=int, default=2,
                         help='dataloader workers of each training run')
+    parser.add_argument('--time-limit', type=float, default=None, metavar='MINUTES',
+                        help='stop the runs still training after MINUTES and report how far '
+                        'each got (for machines lent by the call)')
     parser.add_argument('--out', default='check_paper_configs.json')
     args = parser.parse_args(argv)
     try:
@@ -349,12 +354,20 @@ def run_all(args, cuda: bool) -> List[Dict]:
     print(f'training {len(procs)} models at once: {", ".join(procs)} (logs: {args.work_dir}/'
           'NAME.log)', flush=True)
     started = time.time()
+    stopped = set()
     while any(p.poll() is None for p in procs.values()):
         time.sleep(min(30.0, 1.0 + 0.1 * (time.time() - started)))
         states = [f'{key}: ' + (progress(osp.join(args.work_dir, f'{key}.log')) or 'starting')
                   if p.poll() is None else f'{key}: exited {p.returncode}'
                   for key, p in procs.items()]
         print(f'[{time.time() - started:5.0f} s] ' + '; '.join(states), flush=True)
+        if args.time_limit and time.time() - started > 60 * args.time_limit:
+            for key, proc in procs.items():
+                if proc.poll() is None:  # the table still comes, with how far each run got
+                    proc.terminate()
+                    stopped.add(key)
+            for proc in procs.values():
+                proc.wait()
     rows = []
     for key, proc in procs.items():
         task = MODELS[key].task
@@ -362,7 +375,8 @@ def run_all(args, cuda: bool) -> List[Dict]:
                'config': MODELS[key].config.format(arch=args.arch),
                **summarize_run(task, read_scalars(osp.join(args.work_dir, key)))}
         ok = proc.returncode == 0 and row.get(METRICS[task]) is not None
-        row['status'] = 'ok' if ok else f'failed (exit {proc.returncode})'
+        row['status'] = ('ok' if ok else f"stopped at --time-limit, iter {row['iters']}"
+                         if key in stopped else f'failed (exit {proc.returncode})')
         if not ok:
             row['log_tail'] = log_tail(osp.join(args.work_dir, f'{key}.log'))
         rows.append(row)

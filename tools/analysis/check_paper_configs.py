@@ -46,7 +46,6 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -56,8 +55,8 @@ if str(ROOT) not in sys.path:
 
 from mmengine.config import Config  # noqa: E402
 
-from tools.analysis.benchmark import comma_list  # noqa: E402
-from tools.analysis.benchmark_dense import markdown, resolve_config  # noqa: E402
+from tools.analysis.benchmark import comma_list, fmt, write_json  # noqa: E402
+from tools.analysis.benchmark_dense import DenseSpec, markdown, resolve_config  # noqa: E402
 from tools.data import make_shapes_dataset as shapes  # noqa: E402
 
 SCRIPT = 'tools/analysis/check_paper_configs.py'
@@ -66,27 +65,19 @@ SEG_PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130,
                [245, 130, 48]]
 
 
-@dataclass(frozen=True)
-class Model:
-    """A model of the check: table name, task ('det' or 'seg'), config (repo-relative, with
-    ``{arch}`` for ours, or ``pkg::path`` in an installed library)."""
-    name: str
-    task: str
-    config: str
-
-
+#: the models of the check; ours name ``{ARCH}`` / ``{arch}``, filled from --arch
 MODELS = {
-    'mask_rcnn_vminet': Model('Mask R-CNN VMINet-{ARCH} (paper)', 'det',
-                              'configs/mask_rcnn_vminet_{arch}_1x.py'),
-    'mask_rcnn_r50': Model('Mask R-CNN R-50 (mmdet)', 'det',
-                           'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'),
-    'mask_rcnn_swin_t': Model('Mask R-CNN Swin-T (mmdet)', 'det',
-                              'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'),
-    'upernet_vminet': Model('UperNet VMINet-{ARCH} (paper)', 'seg',
-                            'configs/upernet_vminet_{arch}_160k_ade20k.py'),
-    'upernet_r50': Model('UperNet R-50 (mmseg)', 'seg',
-                         'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'),
-    'upernet_swin_t': Model(
+    'mask_rcnn_vminet': DenseSpec('Mask R-CNN VMINet-{ARCH} (paper)', 'det',
+                                  'configs/mask_rcnn_vminet_{arch}_1x.py'),
+    'mask_rcnn_r50': DenseSpec('Mask R-CNN R-50 (mmdet)', 'det',
+                               'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'),
+    'mask_rcnn_swin_t': DenseSpec('Mask R-CNN Swin-T (mmdet)', 'det',
+                                  'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'),
+    'upernet_vminet': DenseSpec('UperNet VMINet-{ARCH} (paper)', 'seg',
+                                'configs/upernet_vminet_{arch}_160k_ade20k.py'),
+    'upernet_r50': DenseSpec('UperNet R-50 (mmseg)', 'seg',
+                             'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'),
+    'upernet_swin_t': DenseSpec(
         'UperNet Swin-T (mmseg)', 'seg',
         'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'),
 }
@@ -284,16 +275,14 @@ def add_ratios(rows: List[Dict]):
         row['vs_baseline'] = value / ref if value is not None and ref else None
 
 
-def fmt(value, digits=3, suffix=''):
-    return '-' if value is None else f'{value:.{digits}f}{suffix}'
-
-
 def results_table(rows: List[Dict]) -> str:
     header = ['model', 'config', 'bbox mAP', 'segm mAP', 'mIoU %', 'vs R-50 baseline',
               'final loss', 's/iter', 'status']
-    lines = [[r['name'], r['config'], fmt(r.get('coco/bbox_mAP')), fmt(r.get('coco/segm_mAP')),
-              fmt(r.get('mIoU'), 2), fmt(r.get('vs_baseline'), 2, 'x'), fmt(r.get('final_loss')),
-              fmt(r.get('s_per_iter')), r['status']] for r in rows]
+    lines = [[r['name'], r['config'], fmt(r.get('coco/bbox_mAP'), 3),
+              fmt(r.get('coco/segm_mAP'), 3), fmt(r.get('mIoU'), 2),
+              '-' if r.get('vs_baseline') is None else f"{r['vs_baseline']:.2f}x",
+              fmt(r.get('final_loss'), 3), fmt(r.get('s_per_iter'), 3), r['status']]
+             for r in rows]
     return markdown(header, lines)
 
 
@@ -301,7 +290,7 @@ def verdicts(rows: List[Dict]) -> List[str]:
     """One line per paper config: its ratio to the baseline against TARGET."""
     lines = []
     for row in rows:
-        if row['key'] in BASELINES.values() or not row['key'].endswith('_vminet'):
+        if not row['key'].endswith('_vminet'):  # the paper configs only
             continue
         ratio = row.get('vs_baseline')
         if ratio is None:
@@ -325,7 +314,7 @@ def environment(argv: List[str]) -> Dict:
         'device': torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu',
         'torch': torch.__version__, 'mmcv': mmcv.__version__, 'mmengine': mmengine.__version__,
         'mmdet': mmdet.__version__, 'mmseg': mmseg.__version__, 'python': sys.version.split()[0],
-        'git': rev, 'command': ' '.join(['python', SCRIPT] + [shlex.quote(a) for a in argv]),
+        'git': rev, 'command': shlex.join(['python', SCRIPT] + argv),
     }
 
 
@@ -341,11 +330,11 @@ def launch(key: str, cfg: Config, work_dir: str) -> subprocess.Popen:
     os.makedirs(run_dir, exist_ok=True)
     config_path = osp.join(run_dir, 'config.py')
     cfg.dump(config_path)
-    log = open(osp.join(work_dir, f'{key}.log'), 'w')
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    return subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'train.py'), config_path,
-                             '--work-dir', run_dir], stdout=log, stderr=subprocess.STDOUT,
-                            cwd=ROOT, env=env)
+    with open(osp.join(work_dir, f'{key}.log'), 'w') as log:  # the child keeps its own copy
+        return subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'train.py'), config_path,
+                                 '--work-dir', run_dir], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=ROOT, env=env)
 
 
 def run_all(args, cuda: bool) -> List[Dict]:
@@ -377,7 +366,7 @@ def run_all(args, cuda: bool) -> List[Dict]:
         ok = proc.returncode == 0 and row.get(METRICS[task]) is not None
         row['status'] = ('ok' if ok else f"stopped at --time-limit, iter {row['iters']}"
                          if key in stopped else f'failed (exit {proc.returncode})')
-        if not ok:
+        if not ok and key not in stopped:
             row['log_tail'] = log_tail(osp.join(args.work_dir, f'{key}.log'))
         rows.append(row)
     add_ratios(rows)
@@ -403,8 +392,7 @@ def main(argv=None) -> Dict:
         if row.get('log_tail'):
             print(f"\n--- {row['key']} failed; the end of its log:\n{row['log_tail']}")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + '\n')
+    write_json(str(out), report)
     env = report['env']
     out.with_suffix('.md').write_text(
         f"{env['device']}, torch {env['torch']}, mmcv {env['mmcv']}, mmdet {env['mmdet']}, "

@@ -119,6 +119,9 @@ def test_summaries_ratios_and_verdicts():
     assert 'no ratio' in lines[1]
     table = check.results_table(rows)
     assert '| ours | ' in table and '0.95x' in table
+    rows[0]['status'] = 'stopped at --time-limit, iter 25; evaluated at iter 20'
+    assert check.verdicts(rows)[0].endswith(
+        'met (not a whole run: stopped at --time-limit, iter 25; evaluated at iter 20)')
 
 
 def test_bad_arguments_are_refused(tmp_path, capsys):
@@ -143,6 +146,11 @@ def test_end_to_end_on_the_cpu(coco_data, tmp_path, capsys):
     assert out.with_suffix('.md').read_text().count('| UperNet VMINet-XS (paper) |') == 1
     printed = capsys.readouterr().out
     assert 'training 1 models at once' in printed and 'no ratio' in printed
+    # what --time-limit does to a stopped run: tools/test.py on its last checkpoint
+    at_stop = check.evaluate_stopped(['upernet_vminet', 'upernet_r50'], str(tmp_path / 'w'))
+    assert list(at_stop) == ['upernet_vminet']  # upernet_r50 has no run, so no checkpoint
+    assert at_stop['upernet_vminet']['evaluated_iter'] == 2
+    assert at_stop['upernet_vminet']['mIoU'] == pytest.approx(row['mIoU'], abs=1e-6)
 
 
 def test_time_limit_stops_the_runs_and_still_reports(coco_data, tmp_path, capsys):
@@ -155,4 +163,7 @@ def test_time_limit_stops_the_runs_and_still_reports(coco_data, tmp_path, capsys
     assert exit_info.value.code == 1
     (row, ) = json.loads(out.read_text())['rows']
     assert row['status'].startswith('stopped at --time-limit') and row['mIoU'] is None
+    assert 'evaluated at' not in row['status']  # stopped before its first checkpoint
+    cfg = check.Config.fromfile(str(tmp_path / 'w' / 'upernet_vminet' / 'config.py'))
+    assert cfg.default_hooks.checkpoint.interval == 100  # --checkpoint-every's default
     assert 'stopped at --time-limit' in capsys.readouterr().out

@@ -4,7 +4,7 @@
         [--data data/shapes_coco] [--models all|NAMES] [--arch s] [--det-iters 800]
         [--seg-iters 800] [--batch 2] [--lr 2e-4] [--weight-decay 0.05] [--warmup 100]
         [--num-train 800] [--num-val 50] [--data-workers 8] [--time-limit MINUTES]
-        [--out check_paper_configs.json]
+        [--checkpoint-every 100] [--out check_paper_configs.json]
 
 Generates COCO-resolution scenes with tools/data/make_shapes_dataset.py (``--layout coco``:
 COCO-sized images of 3-14 overlapping shapes of all three COCO size ranges; the same images as a
@@ -35,7 +35,9 @@ WORK/NAME.log.
 The table and the rows (metrics, ratio to the baseline, final training loss, seconds per
 iteration) go to --out (JSON) and --out with .md, with the device, the versions and the command.
 A run that fails, or that --time-limit stops, is reported in its row (a failure with the end of
-its log) and fails the command (exit 1).
+its log) and fails the command (exit 1). Under --time-limit every run saves a checkpoint each
+--checkpoint-every iterations, and a stopped run is evaluated at its last one (tools/test.py),
+its row saying so: a cut schedule, for a look at how far each got, not a verdict.
 """
 import argparse
 import json
@@ -110,8 +112,10 @@ def parse_args(argv=None):
     parser.add_argument('--loader-workers', type=int, default=2,
                         help='dataloader workers of each training run')
     parser.add_argument('--time-limit', type=float, default=None, metavar='MINUTES',
-                        help='stop the runs still training after MINUTES and report how far '
-                        'each got (for machines lent by the call)')
+                        help='stop the runs still training after MINUTES and evaluate each at '
+                        'its last checkpoint (for machines lent for a fixed time)')
+    parser.add_argument('--checkpoint-every', type=int, default=100, metavar='ITERS',
+                        help='with --time-limit, each run saves its checkpoint this often')
     parser.add_argument('--out', default='check_paper_configs.json')
     args = parser.parse_args(argv)
     try:
@@ -119,7 +123,8 @@ def parse_args(argv=None):
                        else comma_list(args.models, MODELS, 'model'))
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
-    for key in ('det_iters', 'seg_iters', 'batch', 'num_train', 'num_val', 'data_workers'):
+    for key in ('det_iters', 'seg_iters', 'batch', 'num_train', 'num_val', 'data_workers',
+                'checkpoint_every'):
         if getattr(args, key) < 1:
             parser.error(f'--{key.replace("_", "-")} must be >= 1')
     if args.warmup < 0:
@@ -204,7 +209,9 @@ def schedule(cfg: Config, iters: int, args, cuda: bool):
         wrapper['type'] = 'OptimWrapper'
     cfg.optim_wrapper = wrapper
     cfg.pop('auto_scale_lr', None)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters,
+    # under a time limit a stopped run is evaluated at its last checkpoint (run_all)
+    every = min(iters, args.checkpoint_every) if args.time_limit else iters
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=every,
                                         max_keep_ckpts=1)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=min(50, iters),
                                     log_metric_by_epoch=False)
@@ -297,8 +304,9 @@ def verdicts(rows: List[Dict]) -> List[str]:
             lines.append(f"{row['name']}: no ratio (a run failed or the baseline did not run)")
         else:
             met = 'met' if ratio >= TARGET else 'NOT met'
+            cut = '' if row['status'] == 'ok' else f" (not a whole run: {row['status']})"
             lines.append(f"{row['name']}: {ratio:.2f}x the {METRICS[row['task']]} of "
-                         f"{MODELS[BASELINES[row['task']]].name}, target {TARGET}x {met}")
+                         f"{MODELS[BASELINES[row['task']]].name}, target {TARGET}x {met}{cut}")
     return lines
 
 
@@ -325,16 +333,57 @@ def log_tail(path: str, lines: int = 15) -> str:
         return ''.join(f.readlines()[-lines:])
 
 
+def child(args: List[str], log_path: str) -> subprocess.Popen:
+    """A tool of this repo in its own process, its output into ``log_path``."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    with open(log_path, 'w') as log:  # the child keeps its own copy
+        return subprocess.Popen([sys.executable] + args, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=ROOT, env=env)
+
+
 def launch(key: str, cfg: Config, work_dir: str) -> subprocess.Popen:
     run_dir = osp.join(work_dir, key)
     os.makedirs(run_dir, exist_ok=True)
     config_path = osp.join(run_dir, 'config.py')
     cfg.dump(config_path)
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    with open(osp.join(work_dir, f'{key}.log'), 'w') as log:  # the child keeps its own copy
-        return subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'train.py'), config_path,
-                                 '--work-dir', run_dir], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=ROOT, env=env)
+    return child([str(ROOT / 'tools' / 'train.py'), config_path, '--work-dir', run_dir],
+                 osp.join(work_dir, f'{key}.log'))
+
+
+def last_checkpoint(run_dir: str) -> Optional[str]:
+    """The checkpoint mmengine's CheckpointHook saved last in ``run_dir``, or None."""
+    pointer = osp.join(run_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        path = f.read().strip()
+    return path if osp.isfile(path) else None
+
+
+def evaluate_stopped(keys: List[str], work_dir: str) -> Dict[str, Dict]:
+    """Each run stopped by --time-limit evaluated at its last checkpoint, with tools/test.py,
+    all at once: key -> its metrics and the checkpoint's iteration (runs with no checkpoint
+    are left out)."""
+    procs = {}
+    for key in keys:
+        run_dir = osp.join(work_dir, key)
+        checkpoint = last_checkpoint(run_dir)
+        if checkpoint is not None:
+            eval_dir = osp.join(run_dir, 'eval_at_stop')
+            procs[key] = (checkpoint, eval_dir, child(
+                [str(ROOT / 'tools' / 'test.py'), osp.join(run_dir, 'config.py'), checkpoint,
+                 '--work-dir', eval_dir], osp.join(work_dir, f'{key}.eval.log')))
+    if procs:
+        print(f'evaluating {", ".join(procs)} at their last checkpoints', flush=True)
+    found = {}
+    for key, (checkpoint, eval_dir, proc) in procs.items():
+        metrics_path = osp.join(eval_dir, 'metrics.json')
+        if proc.wait() == 0 and osp.isfile(metrics_path):
+            with open(metrics_path) as f:
+                metrics = json.load(f)
+            match = re.search(r'iter_(\d+)\.pth$', checkpoint)
+            found[key] = dict(metrics, evaluated_iter=int(match.group(1)) if match else None)
+    return found
 
 
 def run_all(args, cuda: bool) -> List[Dict]:
@@ -357,6 +406,7 @@ def run_all(args, cuda: bool) -> List[Dict]:
                     stopped.add(key)
             for proc in procs.values():
                 proc.wait()
+    at_stop = evaluate_stopped(sorted(stopped), args.work_dir)
     rows = []
     for key, proc in procs.items():
         task = MODELS[key].task
@@ -364,8 +414,15 @@ def run_all(args, cuda: bool) -> List[Dict]:
                'config': MODELS[key].config.format(arch=args.arch),
                **summarize_run(task, read_scalars(osp.join(args.work_dir, key)))}
         ok = proc.returncode == 0 and row.get(METRICS[task]) is not None
-        row['status'] = ('ok' if ok else f"stopped at --time-limit, iter {row['iters']}"
-                         if key in stopped else f'failed (exit {proc.returncode})')
+        if ok:
+            row['status'] = 'ok'
+        elif key in stopped:
+            row['status'] = f"stopped at --time-limit, iter {row['iters']}"
+            if key in at_stop:  # its schedule was cut short: not comparable with a whole run
+                row.update({k: at_stop[key].get(k) for k in row if k in at_stop[key]})
+                row['status'] += f"; evaluated at iter {at_stop[key]['evaluated_iter']}"
+        else:
+            row['status'] = f'failed (exit {proc.returncode})'
         if not ok and key not in stopped:
             row['log_tail'] = log_tail(osp.join(args.work_dir, f'{key}.log'))
         rows.append(row)

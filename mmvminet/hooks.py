@@ -4,7 +4,8 @@ tools/train.py adds ``RNGStateHook``, ``StopOnNonFiniteLossHook`` and ``CheckDat
 every run, and ``AmpOverflowHook`` to ``--amp`` runs (``MeanLossAcrossRanksHook`` is for
 comparing runs on different numbers of GPUs); other configs can name them in
 ``custom_hooks`` once ``mmvminet`` is imported. Our segmentation configs name
-``FastDecodeHeadLossHook``; ``tools/train.py --compile-backbone`` adds ``CompileBackboneHook``.
+``FastDecodeHeadLossHook``, our detection configs ``FastDetTrainHook``; ``tools/train.py
+--compile-backbone`` adds ``CompileBackboneHook``.
 """
 import logging
 import random
@@ -241,6 +242,22 @@ class FastDecodeHeadLossHook(Hook):
     def after_run(self, runner):
         from .seg_loss import use_fast_decode_head_ops
         use_fast_decode_head_ops(False)
+
+
+@HOOKS.register_module()
+class FastDetTrainHook(Hook):
+    """For the run, mmdet's Mask R-CNN mask heads (``FCNMaskHead`` and its subclasses) compute
+    their targets with ``mmvminet.det_targets.mask_target``: the same targets, on the device,
+    with no host round trip (docs/benchmarks.md). Our detection configs name it."""
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner):
+        from .det_targets import use_device_mask_targets  # imports mmdet: only when used
+        use_device_mask_targets(True)
+
+    def after_run(self, runner):
+        from .det_targets import use_device_mask_targets
+        use_device_mask_targets(False)
 
 
 @HOOKS.register_module()

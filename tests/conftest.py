@@ -26,3 +26,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def repo_root():
     return ROOT
+
+
+@pytest.fixture(scope='session')
+def coco_data(tmp_path_factory):
+    """Three training and two validation COCO-layout shapes scenes (make_shapes_dataset)."""
+    from tool_scripts import load_tool
+    out = tmp_path_factory.mktemp('coco_scenes') / 'data'
+    load_tool('data/make_shapes_dataset.py').generate(
+        out, num_train_cls=0, num_val_cls=0, num_train_scenes=3, num_val_scenes=2,
+        layout='coco', verbose=False)
+    return out

@@ -16,14 +16,6 @@ def args_for(tmp_path, *extra):
                              *extra])
 
 
-@pytest.fixture(scope='module')
-def coco_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp('check') / 'data'
-    check.shapes.generate(out, num_train_cls=0, num_val_cls=0, num_train_scenes=3,
-                          num_val_scenes=2, layout='coco', verbose=False)
-    return out
-
-
 def test_every_model_gets_the_same_data_budget_and_optimizer(tmp_path):
     args = args_for(tmp_path)
     configs = {key: check.prepare_config(key, args, cuda=True) for key in check.MODELS}

@@ -1,0 +1,64 @@
+"""Mask R-CNN's mask targets on the device: mmdet's values without its host round trips.
+
+For each image, mmdet's ``mask_target_single`` (``BitmapMasks`` ground truth) copies the
+positive proposals and their assigned indices to the host (two syncs), copies every ground-truth
+mask of the image to the device, repeats the mask of each positive proposal at full image size
+(``index_select``: 128 positives of a 1333x800 image make 546 MB of float32), crops and resizes
+them with mmcv's ``roi_align``, thresholds, copies the small results back to the host (a third
+sync) and then to the device again.
+
+``mask_target`` here does the same arithmetic on the device: the proposals clipped to the
+image as mmdet clips them, then one ``roi_align`` over the image's masks, each RoI naming its
+assigned mask as its batch index instead of a repeated copy (``roi_align`` samples only the
+RoI's own batch entry, so every value is the one mmdet computes), then the same threshold. The
+one copy left is the masks' own upload; nothing waits for the device. Polygon masks keep mmdet's
+path. ``use_device_mask_targets`` points ``FCNMaskHead`` (and its subclasses) at it, or back;
+``mmvminet.hooks.FastDetTrainHook`` does so for a run.
+"""
+from typing import List, Sequence
+
+import numpy as np
+import torch
+from mmcv.ops import roi_align
+from mmdet.models.roi_heads.mask_heads import fcn_mask_head
+from mmdet.structures.mask import BitmapMasks
+from mmdet.structures.mask import mask_target as mmdet_mask_target
+from mmdet.structures.mask.mask_target import mask_target_single as mmdet_mask_target_single
+from torch.nn.modules.utils import _pair
+
+
+def mask_target_single(pos_proposals: torch.Tensor, pos_assigned_gt_inds: torch.Tensor,
+                       gt_masks, cfg) -> torch.Tensor:
+    """Targets of one image's positives: (P, 4) proposals (x1, y1, x2, y2), (P,) indices into
+    ``gt_masks`` (G masks of H x W) -> (P, mask_h, mask_w) float32, 0/1 (or soft with
+    ``cfg.soft_mask_target``), on the proposals' device."""
+    if not isinstance(gt_masks, BitmapMasks):
+        return mmdet_mask_target_single(pos_proposals, pos_assigned_gt_inds, gt_masks, cfg)
+    mask_size = _pair(cfg.mask_size)
+    if pos_proposals.size(0) == 0:
+        return pos_proposals.new_zeros((0, ) + mask_size)
+    device, dtype = pos_proposals.device, pos_proposals.dtype
+    # mmdet clips x to [0, W] and y to [0, H] (np.clip of the proposals' own dtype)
+    bounds = torch.tensor([gt_masks.width, gt_masks.height] * 2, device=device, dtype=dtype)
+    boxes = torch.minimum(pos_proposals.clamp(min=0), bounds)
+    rois = torch.cat([pos_assigned_gt_inds.to(dtype)[:, None], boxes], dim=1)
+    masks = torch.from_numpy(np.ascontiguousarray(gt_masks.masks)).to(device)
+    targets = roi_align(masks.to(dtype)[:, None], rois, mask_size, 1.0, 0, 'avg',
+                        True).squeeze(1)
+    if not cfg.get('soft_mask_target', False):
+        targets = targets >= 0.5
+    return targets.float()
+
+
+def mask_target(pos_proposals_list: Sequence[torch.Tensor],
+                pos_assigned_gt_inds_list: Sequence[torch.Tensor], gt_masks_list: List,
+                cfg) -> torch.Tensor:
+    """mmdet's ``mask_target``: the targets of every image's positives, concatenated."""
+    targets = [mask_target_single(*args, cfg)
+               for args in zip(pos_proposals_list, pos_assigned_gt_inds_list, gt_masks_list)]
+    return torch.cat(targets) if targets else targets
+
+
+def use_device_mask_targets(enabled: bool = True):
+    """Point ``FCNMaskHead.get_targets`` at this ``mask_target``, or back at mmdet's."""
+    fcn_mask_head.mask_target = mask_target if enabled else mmdet_mask_target

@@ -1,0 +1,97 @@
+"""mmvminet.det_targets: Mask R-CNN's mask targets on the device equal mmdet's."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
+
+from mmvminet import det_targets
+from mmvminet.hooks import FastDetTrainHook
+
+pytest.importorskip('mmdet')
+from mmdet.models.roi_heads.mask_heads import FCNMaskHead, fcn_mask_head  # noqa: E402
+from mmdet.structures.mask import BitmapMasks, PolygonMasks, mask_target  # noqa: E402
+
+DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(autouse=True)
+def mmdet_targets_after():
+    yield
+    det_targets.use_device_mask_targets(False)
+
+
+def image(rng, height, width, num_gt, num_pos, device):
+    """Blob masks, and positives of every kind: inside, across and outside the image's edges,
+    degenerate, assigned to any mask."""
+    yy, xx = np.mgrid[:height, :width]
+    masks = []
+    for _ in range(num_gt):
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(2, height / 2)
+        masks.append(((yy - cy)**2 + (xx - cx)**2 < r * r).astype(np.uint8))
+    x1 = rng.uniform(-0.3 * width, width, num_pos)
+    y1 = rng.uniform(-0.3 * height, height, num_pos)
+    boxes = np.stack([x1, y1, x1 + rng.uniform(0, 0.8 * width, num_pos),
+                      y1 + rng.uniform(0, 0.8 * height, num_pos)], 1)
+    if num_pos:
+        boxes[0, 2:] = boxes[0, :2]  # zero area
+    return (torch.tensor(boxes, dtype=torch.float32, device=device),
+            torch.tensor(rng.integers(0, num_gt, num_pos), device=device),
+            BitmapMasks(np.stack(masks), height, width))
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('soft', [False, True])
+def test_targets_equal_mmdets(device, soft):
+    rng = np.random.default_rng(0)
+    images = [image(rng, 67, 91, 5, 40, device), image(rng, 80, 48, 1, 7, device),
+              image(rng, 50, 60, 3, 0, device)]  # an image without positives
+    cfg = ConfigDict(mask_size=(28, 21), soft_mask_target=soft)
+    ours = det_targets.mask_target(*zip(*images), cfg)
+    theirs = mask_target(*zip(*images), cfg)
+    assert ours.shape == (47, 28, 21) and ours.dtype == theirs.dtype == torch.float32
+    assert ours.device == theirs.device
+    assert torch.equal(ours, theirs)
+    if not soft:
+        assert 0 < ours.mean() < 1 and set(ours.unique().tolist()) == {0.0, 1.0}
+    else:
+        assert ((ours > 0) & (ours < 1)).any()
+
+
+def test_polygon_masks_and_no_positives_keep_mmdets_path():
+    boxes = torch.tensor([[2.0, 3.0, 20.0, 18.0]])
+    polygons = PolygonMasks([[np.array([1.0, 1, 25, 2, 24, 22, 3, 20])]], 30, 30)
+    cfg = ConfigDict(mask_size=7)
+    assert torch.equal(det_targets.mask_target([boxes], [torch.tensor([0])], [polygons], cfg),
+                       mask_target([boxes], [torch.tensor([0])], [polygons], cfg))
+    empty = det_targets.mask_target([boxes[:0]], [torch.tensor([], dtype=torch.long)],
+                                    [BitmapMasks(np.zeros((2, 30, 30), np.uint8), 30, 30)], cfg)
+    assert empty.shape == (0, 7, 7)
+
+
+def test_the_hook_points_mask_heads_at_it_for_the_run():
+    rng = np.random.default_rng(1)
+    boxes, inds, masks = image(rng, 64, 64, 4, 12, 'cpu')
+    torch.manual_seed(0)
+    head = FCNMaskHead(num_convs=1, in_channels=8, conv_out_channels=8, num_classes=3)
+    # the fields of mmdet's SamplingResult that the mask head reads
+    result = SimpleNamespace(pos_priors=boxes, pos_assigned_gt_inds=inds,
+                             pos_gt_labels=torch.tensor([0, 1, 2, 1])[inds])
+    gt = InstanceData(masks=masks, labels=torch.tensor([0, 1, 2, 1]))
+    preds = torch.randn(12, 3, 28, 28)
+    train_cfg = ConfigDict(mask_size=28)
+
+    def loss():
+        return head.loss_and_target(preds, [result], [gt], train_cfg)
+
+    reference = loss()
+    hook = FastDetTrainHook()
+    hook.before_run(None)
+    assert fcn_mask_head.mask_target is det_targets.mask_target
+    fast = loss()
+    assert torch.equal(fast['mask_targets'], reference['mask_targets'])
+    assert torch.equal(fast['loss_mask']['loss_mask'], reference['loss_mask']['loss_mask'])
+    hook.after_run(None)
+    assert fcn_mask_head.mask_target is mask_target

@@ -9,9 +9,10 @@ from mmengine.structures import InstanceData
 
 from mmvminet import det_targets
 from mmvminet.hooks import FastDetTrainHook
+from mmvminet.registry import build_model
 
 pytest.importorskip('mmdet')
-from mmdet.models.roi_heads.mask_heads import FCNMaskHead, fcn_mask_head  # noqa: E402
+from mmdet.models.roi_heads.mask_heads import fcn_mask_head  # noqa: E402
 from mmdet.structures.mask import BitmapMasks, PolygonMasks, mask_target  # noqa: E402
 
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)]
@@ -75,7 +76,9 @@ def test_the_hook_points_mask_heads_at_it_for_the_run():
     rng = np.random.default_rng(1)
     boxes, inds, masks = image(rng, 64, 64, 4, 12, 'cpu')
     torch.manual_seed(0)
-    head = FCNMaskHead(num_convs=1, in_channels=8, conv_out_channels=8, num_classes=3)
+    # by scope: another test's default scope would give mmseg's CrossEntropyLoss
+    head = build_model(dict(type='FCNMaskHead', num_convs=1, in_channels=8,
+                            conv_out_channels=8, num_classes=3), 'mmdet')
     # the fields of mmdet's SamplingResult that the mask head reads
     result = SimpleNamespace(pos_priors=boxes, pos_assigned_gt_inds=inds,
                              pos_gt_labels=torch.tensor([0, 1, 2, 1])[inds])

@@ -11,9 +11,9 @@ sync) and then to the device again.
 image as mmdet clips them, then one ``roi_align`` over the image's masks, each RoI naming its
 assigned mask as its batch index instead of a repeated copy (``roi_align`` samples only the
 RoI's own batch entry, so every value is the one mmdet computes), then the same threshold. The
-one copy left is the masks' own upload; nothing is copied back to the host. Polygon masks keep mmdet's
-path. ``use_device_mask_targets`` points ``FCNMaskHead`` (and its subclasses) at it, or back;
-``mmvminet.hooks.FastDetTrainHook`` does so for a run.
+one copy left is the masks' own upload; nothing is copied back to the host. Polygon masks keep
+mmdet's path. ``use_device_mask_targets`` points ``FCNMaskHead`` (and its subclasses) at it, or
+back; ``mmvminet.hooks.FastDetTrainHook`` does so for a run.
 """
 from typing import List, Sequence
 

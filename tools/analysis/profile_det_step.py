@@ -17,10 +17,10 @@ mask heads, their targets and losses), loss parsing, backward, optimizer step.
 Per part and iteration it reports: host ms (wall time of the range, its sub-parts included), of
 which the host waited for the device (in ``cudaStreamSynchronize`` and the other syncs, after which
 the GPU queue is empty, and in copies; every blocking copy and ``.item()`` is a copy and a sync),
-device ms (the kernels the part launched), and the operators it
-dispatched (each costs the host a few microseconds whatever its size). The totals say how much of
-the iteration the GPU was busy (union of kernel intervals). Without --fast-det-train it is mmdet's own
-path (a ``FastDetTrainHook`` of the config is dropped); with it, the same run with the hook
+device ms (the kernels the part launched), and the operators it dispatched (each costs the host
+a few microseconds whatever its size). The totals say how much of the iteration the GPU was busy
+(union of kernel intervals). Without --fast-det-train it is mmdet's own path (a
+``FastDetTrainHook`` of the config is dropped); with it, the same run with the hook
 (mmvminet/det_targets.py).
 
 Writes the rows and the totals with the device, versions and command to --out (JSON) and a

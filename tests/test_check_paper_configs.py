@@ -143,6 +143,20 @@ def test_end_to_end_on_the_cpu(coco_data, tmp_path, capsys):
     assert list(at_stop) == ['upernet_vminet']  # upernet_r50 has no run, so no checkpoint
     assert at_stop['upernet_vminet']['evaluated_iter'] == 2
     assert at_stop['upernet_vminet']['mIoU'] == pytest.approx(row['mIoU'], abs=1e-6)
+    # --resume: a finished run is reported as it is, without training
+    args = ['--data', str(coco_data), '--work-dir', str(tmp_path / 'w'), '--arch', 'xs',
+            '--models', 'upernet_vminet', '--warmup', '1', '--num-train', '3', '--num-val', '2',
+            '--loader-workers', '0', '--out', str(out), '--resume']
+    (again, ) = check.main(args + ['--seg-iters', '2'])['rows']
+    assert again['status'] == 'ok' and again['mIoU'] == row['mIoU']
+    printed = capsys.readouterr().out
+    assert 'finished by an earlier command: upernet_vminet' in printed
+    assert 'training 0 models at once' in printed
+    # ... and one with a checkpoint short of its schedule goes on from it
+    (longer, ) = check.main(args + ['--seg-iters', '3'])['rows']
+    assert longer['status'] == 'ok' and longer['iters'] == 3 and longer['mIoU'] is not None
+    log = (tmp_path / 'w' / 'upernet_vminet.log').read_text()
+    assert 'resumed epoch: 0, iter: 2' in log and log.count('Iter(train)') == 2
 
 
 def test_time_limit_stops_the_runs_and_still_reports(coco_data, tmp_path, capsys):

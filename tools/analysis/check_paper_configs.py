@@ -4,7 +4,7 @@
         [--data data/shapes_coco] [--models all|NAMES] [--arch s] [--det-iters 800]
         [--seg-iters 800] [--batch 2] [--lr 2e-4] [--weight-decay 0.05] [--warmup 100]
         [--num-train 800] [--num-val 50] [--data-workers 8] [--time-limit MINUTES]
-        [--checkpoint-every 100] [--out check_paper_configs.json]
+        [--checkpoint-every 100] [--resume] [--out check_paper_configs.json]
 
 Generates COCO-resolution scenes with tools/data/make_shapes_dataset.py (``--layout coco``:
 COCO-sized images of 3-14 overlapping shapes of all three COCO size ranges; the same images as a
@@ -37,7 +37,10 @@ iteration) go to --out (JSON) and --out with .md, with the device, the versions 
 A run that fails, or that --time-limit stops, is reported in its row (a failure with the end of
 its log) and fails the command (exit 1). Under --time-limit every run saves a checkpoint each
 --checkpoint-every iterations, and a stopped run is evaluated at its last one (tools/test.py),
-its row saying so: a cut schedule, for a look at how far each got, not a verdict.
+its row saying so: a cut schedule, for a look at how far each got, not a verdict. --resume
+then goes on where such a command stopped (on a machine lent for a fixed time, the next call):
+a run that finished is reported as it is, a run with a checkpoint continues from it
+(``tools/train.py --resume``: same schedule, same data order), the others start over.
 """
 import argparse
 import json
@@ -116,6 +119,8 @@ def parse_args(argv=None):
                         'its last checkpoint (for machines lent for a fixed time)')
     parser.add_argument('--checkpoint-every', type=int, default=100, metavar='ITERS',
                         help='with --time-limit, each run saves its checkpoint this often')
+    parser.add_argument('--resume', action='store_true',
+                        help='go on with the runs of --work-dir that an earlier command left')
     parser.add_argument('--out', default='check_paper_configs.json')
     args = parser.parse_args(argv)
     try:
@@ -333,21 +338,24 @@ def log_tail(path: str, lines: int = 15) -> str:
         return ''.join(f.readlines()[-lines:])
 
 
-def child(args: List[str], log_path: str) -> subprocess.Popen:
+def child(args: List[str], log_path: str, append: bool = False) -> subprocess.Popen:
     """A tool of this repo in its own process, its output into ``log_path``."""
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    with open(log_path, 'w') as log:  # the child keeps its own copy
+    with open(log_path, 'a' if append else 'w') as log:  # the child keeps its own copy
         return subprocess.Popen([sys.executable] + args, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=ROOT, env=env)
 
 
-def launch(key: str, cfg: Config, work_dir: str) -> subprocess.Popen:
+def launch(key: str, cfg: Config, work_dir: str, resume: bool = False) -> subprocess.Popen:
+    """``tools/train.py`` of the prepared config; with ``resume``, from the run's last
+    checkpoint, its log appended to."""
     run_dir = osp.join(work_dir, key)
     os.makedirs(run_dir, exist_ok=True)
     config_path = osp.join(run_dir, 'config.py')
     cfg.dump(config_path)
-    return child([str(ROOT / 'tools' / 'train.py'), config_path, '--work-dir', run_dir],
-                 osp.join(work_dir, f'{key}.log'))
+    return child([str(ROOT / 'tools' / 'train.py'), config_path, '--work-dir', run_dir]
+                 + (['--resume'] if resume else []), osp.join(work_dir, f'{key}.log'),
+                 append=resume)
 
 
 def last_checkpoint(run_dir: str) -> Optional[str]:
@@ -358,6 +366,19 @@ def last_checkpoint(run_dir: str) -> Optional[str]:
     with open(pointer) as f:
         path = f.read().strip()
     return path if osp.isfile(path) else None
+
+
+def checkpoint_iter(path: Optional[str]) -> Optional[int]:
+    """The iteration of an ``iter_N.pth`` checkpoint, or None."""
+    match = re.search(r'iter_(\d+)\.pth$', path or '')
+    return int(match.group(1)) if match else None
+
+
+def finished(key: str, cfg: Config, work_dir: str) -> bool:
+    """Did an earlier command train this run to its end and evaluate it?"""
+    run_dir = osp.join(work_dir, key)
+    return (checkpoint_iter(last_checkpoint(run_dir)) == cfg.train_cfg.max_iters
+            and any(METRICS[MODELS[key].task] in r for r in read_scalars(run_dir)))
 
 
 def evaluate_stopped(keys: List[str], work_dir: str) -> Dict[str, Dict]:
@@ -381,14 +402,19 @@ def evaluate_stopped(keys: List[str], work_dir: str) -> Dict[str, Dict]:
         if proc.wait() == 0 and osp.isfile(metrics_path):
             with open(metrics_path) as f:
                 metrics = json.load(f)
-            match = re.search(r'iter_(\d+)\.pth$', checkpoint)
-            found[key] = dict(metrics, evaluated_iter=int(match.group(1)) if match else None)
+            found[key] = dict(metrics, evaluated_iter=checkpoint_iter(checkpoint))
     return found
 
 
 def run_all(args, cuda: bool) -> List[Dict]:
     configs = {key: prepare_config(key, args, cuda) for key in args.models}
-    procs = {key: launch(key, cfg, args.work_dir) for key, cfg in configs.items()}
+    done = {key for key, cfg in configs.items()
+            if args.resume and finished(key, cfg, args.work_dir)}
+    if done:
+        print(f'finished by an earlier command: {", ".join(sorted(done))}', flush=True)
+    procs = {key: launch(key, cfg, args.work_dir, args.resume
+                         and last_checkpoint(osp.join(args.work_dir, key)) is not None)
+             for key, cfg in configs.items() if key not in done}
     print(f'training {len(procs)} models at once: {", ".join(procs)} (logs: {args.work_dir}/'
           'NAME.log)', flush=True)
     started = time.time()
@@ -408,12 +434,12 @@ def run_all(args, cuda: bool) -> List[Dict]:
                 proc.wait()
     at_stop = evaluate_stopped(sorted(stopped), args.work_dir)
     rows = []
-    for key, proc in procs.items():
-        task = MODELS[key].task
+    for key in configs:
+        proc, task = procs.get(key), MODELS[key].task
         row = {'key': key, 'name': model_name(key, args.arch), 'task': task,
                'config': MODELS[key].config.format(arch=args.arch),
                **summarize_run(task, read_scalars(osp.join(args.work_dir, key)))}
-        ok = proc.returncode == 0 and row.get(METRICS[task]) is not None
+        ok = (key in done or proc.returncode == 0) and row.get(METRICS[task]) is not None
         if ok:
             row['status'] = 'ok'
         elif key in stopped:
@@ -422,7 +448,7 @@ def run_all(args, cuda: bool) -> List[Dict]:
                 row.update({k: at_stop[key].get(k) for k in row if k in at_stop[key]})
                 row['status'] += f"; evaluated at iter {at_stop[key]['evaluated_iter']}"
         else:
-            row['status'] = f'failed (exit {proc.returncode})'
+            row['status'] = f"failed (exit {proc.returncode if proc else 'before this command'})"
         if not ok and key not in stopped:
             row['log_tail'] = log_tail(osp.join(args.work_dir, f'{key}.log'))
         rows.append(row)

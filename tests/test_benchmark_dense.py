@@ -174,7 +174,7 @@ def test_fast_seg_loss_applies_for_the_run(dense, tmp_path, monkeypatch, fast):
     from mmvminet import seg_loss
     seen = []
 
-    def fake_benchmark(key, mode, args):
+    def fake_benchmark(key, mode, args, det_path=None):
         seen.append((decode_head.resize, decode_head.accuracy))
         raise RuntimeError('stop')
 
@@ -190,47 +190,59 @@ def test_fast_seg_loss_applies_for_the_run(dense, tmp_path, monkeypatch, fast):
 
 def test_ratios_and_table(dense):
     rows = [dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16',
-                 backbone='eager', params_m=33.4, param_groups=3, train_ms=100.0,
+                 backbone='eager', det_path='mmdet', params_m=33.4, param_groups=3,
+                 train_ms=100.0,
                  train_p90_ms=110.0,
                  train_img_s=20.0, train_peak_gib=6.0, train_backbone_ms=40.0,
                  train_rest_ms=60.0, errors=[]),
             dict(key='mask_rcnn_swin_t', model='B', task='det', precision='fp16',
-                 backbone='eager', params_m=47.8, train_ms=150.0, train_p90_ms=160.0,
+                 backbone='eager', det_path='mmdet', params_m=47.8, train_ms=150.0,
+                 train_p90_ms=160.0,
                  train_img_s=13.3, train_peak_gib=8.0,
                  errors=['infer: OutOfMemoryError: CUDA out of memory']),
             dict(key='upernet_vminet_s', model='C', task='seg', precision='bf16',
-                 backbone='eager', params_m=38.3, train_ms=50.0, train_peak_gib=None,
+                 backbone='eager', det_path=None, params_m=38.3, train_ms=50.0,
+                 train_peak_gib=None,
                  errors=[]),
             dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16',
-                 backbone='cudagraph', params_m=33.4, train_ms=80.0, train_peak_gib=7.0,
-                 errors=[]),
+                 backbone='cudagraph', det_path='mmdet', params_m=33.4, train_ms=80.0,
+                 train_peak_gib=7.0, errors=[]),
             dict(key='mask_rcnn_swin_t', model='B', task='det', precision='fp16',
-                 backbone='compile', params_m=47.8, train_ms=120.0, train_peak_gib=7.5,
-                 errors=[])]
+                 backbone='compile', det_path='mmdet', params_m=47.8, train_ms=120.0,
+                 train_peak_gib=7.5, errors=[]),
+            dict(key='mask_rcnn_vminet_s', model='A', task='det', precision='fp16',
+                 backbone='cudagraph', det_path='fast', params_m=33.4, train_ms=64.0,
+                 train_peak_gib=6.5, errors=[])]
     dense.add_ratios(rows)
     assert rows[0]['train_speedup_vs_swin'] == 1.5 and rows[0]['train_mem_vs_swin'] == 0.75
     assert rows[0]['train_free_backbone_speedup_vs_swin'] == 2.5  # 150 / 60
     assert rows[1]['train_speedup_vs_swin'] == 1.0 and rows[0]['infer_speedup_vs_swin'] is None
     assert rows[2]['train_speedup_vs_swin'] is None  # its baseline did not run
     assert rows[3]['train_speedup_vs_swin'] is None  # no Swin-T row in its mode
+    assert rows[5]['train_speedup_vs_swin'] is None  # nor on its detector path
+    # the fast path against mmdet's, the same model and backbone mode
+    assert rows[5]['train_speedup_vs_mmdet_path'] == 1.25  # 80 / 64
+    assert rows[0]['train_speedup_vs_mmdet_path'] is None
     lines = dense.markdown_table(rows).splitlines()
-    assert len(lines) == 7
-    assert lines[2].startswith('| A | det | fp16 | eager | 33.40 | 3 | 100.0 (110.0) |')
-    assert '| 1.50x | 0.75 | 40.0 | 60.0 | 2.50x |' in lines[2]
+    assert len(lines) == 8
+    assert lines[2].startswith('| A | det | fp16 | eager | mmdet | 33.40 | 3 | 100.0 (110.0) |')
+    assert '| 1.50x | - | 0.75 | 40.0 | 60.0 | 2.50x |' in lines[2]
+    assert '| cudagraph | fast |' in lines[7] and '| 6.50 | - | 1.25x | - |' in lines[7]
     assert lines[3].endswith('| infer: OutOfMemoryError |')
 
     # the fastest mode of each model, against Swin-T's fastest of the same task
     best = {b['key']: b for b in dense.best_vs_best(rows)}
     assert list(best) == ['mask_rcnn_vminet_s', 'mask_rcnn_swin_t', 'upernet_vminet_s']
     assert best['mask_rcnn_vminet_s']['backbone'] == 'cudagraph'
+    assert best['mask_rcnn_vminet_s']['det_path'] == 'fast'
     assert best['mask_rcnn_vminet_s']['swin_backbone'] == 'compile'
-    assert best['mask_rcnn_vminet_s']['swin_modes_measured'] == ['eager', 'compile']
-    assert best['mask_rcnn_vminet_s']['speedup_vs_swin'] == 1.5  # 120 / 80
-    assert best['mask_rcnn_vminet_s']['mem_vs_swin'] == pytest.approx(7.0 / 7.5)
+    assert best['mask_rcnn_vminet_s']['swin_modes_measured'] == ['eager/mmdet', 'compile/mmdet']
+    assert best['mask_rcnn_vminet_s']['speedup_vs_swin'] == 1.875  # 120 / 64
+    assert best['mask_rcnn_vminet_s']['mem_vs_swin'] == pytest.approx(6.5 / 7.5)
     assert best['upernet_vminet_s']['speedup_vs_swin'] is None
     lines = dense.best_table(list(best.values())).splitlines()
-    assert lines[2] == ('| A | cudagraph | 80.0 | 7.00 | 1.50x | 0.93 '
-                        '| compile (of eager, compile) |')
+    assert lines[2] == ('| A | cudagraph (fast) | 64.0 | 6.50 | 1.88x | 0.87 '
+                        '| compile (of eager/mmdet, compile/mmdet) |')
     assert lines[4] == '| C | eager | 50.0 | - | - | - | - |'  # no Swin-T UperNet ran
 
 
@@ -252,3 +264,33 @@ def test_profile_steps_ranks_the_operators(dense):
     assert all(k['calls_per_step'] >= 1 for k in top)
     with pytest.raises(SystemExit):
         dense.parse_args(['--device', 'cpu', '--profile-steps', '-1'])
+
+
+def test_det_paths_switch_the_mask_targets_for_their_rows(dense, monkeypatch):
+    """--det-paths: one row per detector and path, FastDetTrainHook's mask targets in the 'fast'
+    rows only, mmdet's restored after each (a failed phase included); segmentors once."""
+    from mmdet.models.roi_heads.mask_heads import fcn_mask_head
+
+    from mmvminet import det_targets
+    seen = []
+
+    def fake_train(model, data, cfg, args):
+        seen.append(fcn_mask_head.mask_target)
+        raise RuntimeError('stop')
+
+    monkeypatch.setattr(dense, 'measure_train', fake_train)
+    args = dense.parse_args(TINY + ['--no-infer', '--det-paths', 'mmdet,fast,fast',
+                                    '--models', 'mask_rcnn_vminet_s,upernet_vminet_s'])
+    assert args.det_paths == ['mmdet', 'fast']
+    results = dict(rows=[])
+    monkeypatch.setattr(dense, 'write_json', lambda *a: None)
+    dense.run_all([(key, 'eager', path) for key, path in (
+        ('mask_rcnn_vminet_s', 'mmdet'), ('mask_rcnn_vminet_s', 'fast'),
+        ('upernet_vminet_s', None))], results, args)
+    assert seen == [det_targets.mmdet_mask_target, det_targets.mask_target,
+                    det_targets.mmdet_mask_target]
+    assert fcn_mask_head.mask_target is det_targets.mmdet_mask_target
+    assert [r['det_path'] for r in results['rows']] == ['mmdet', 'fast', None]
+    assert all(r['errors'][0] == 'train: RuntimeError: stop' for r in results['rows'])
+    with pytest.raises(SystemExit):
+        dense.parse_args(['--device', 'cpu', '--det-paths', 'slow'])

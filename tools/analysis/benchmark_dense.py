@@ -3,7 +3,8 @@
     python tools/analysis/benchmark_dense.py [--models all|NAMES] [--steps 30] [--warmup 10]
         [--det-shape 800 1333] [--seg-shape 512 512] [--batch 2] [--device cuda|cpu]
         [--channels-last] [--backbone-modes eager,compile,cudagraph] [--compile-backbone]
-        [--merge-param-groups] [--no-train] [--no-infer] [--profile-steps 0]
+        [--merge-param-groups] [--det-paths mmdet,fast] [--no-train] [--no-infer]
+        [--profile-steps 0]
         [--out dense_benchmark.json]
 
 Models (--models, comma separated): mask_rcnn_vminet_s (configs/mask_rcnn_vminet_s_1x.py) and
@@ -28,7 +29,11 @@ from the config's own ``optim_wrapper`` (AdamW and its paramwise settings), made
 ``MergedGroupsOptimWrapperConstructor`` (a few parameter groups instead of one per parameter:
 less host time per step), Swin-T's too, where by default each config's own constructor is used
 (VMINet's configs name that one, mmdet's and mmseg's Swin-T configs the default). Each row says
-how many groups its optimizer had (``param_groups``). Inference
+how many groups its optimizer had (``param_groups``). --det-paths (comma separated; default mmdet)
+measures every detector once per path, one row each: 'mmdet' (mmdet's own code) and 'fast' (what
+``mmvminet.hooks.FastDetTrainHook`` changes, as our detection configs train; Swin-T's too); a
+'fast' row's ``train_speedup_vs_mmdet_path`` is the same model and mode's 'mmdet' step over its
+own. Inference
 is ``model.test_step`` on the same batch under ``torch.no_grad`` and the same autocast dtype.
 Inputs are synthetic: random images, a few random boxes and masks per image (mmdet's
 ``demo_mm_inputs``) or random label maps. Each timing is per step (CUDA events; time.perf_counter
@@ -116,6 +121,8 @@ BASELINES = {'det': 'mask_rcnn_swin_t', 'seg': 'upernet_swin_t'}
 TASK_DTYPES = {'det': 'fp16', 'seg': 'bf16'}
 #: --backbone-modes -> torch.compile mode (None: eager)
 BACKBONE_MODES = {'eager': None, 'compile': 'default', 'cudagraph': 'reduce-overhead'}
+#: --det-paths -> whether the detectors train with FastDetTrainHook's changes
+DET_PATHS = {'mmdet': False, 'fast': True}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,6 +158,10 @@ def parse_args(argv=None):
                         help="every segmentor's decode heads with mmvminet.seg_loss's resize "
                         "and accuracy, Swin-T's too (as FastDecodeHeadLossHook does in our "
                         "configs; default: mmseg's own)")
+    parser.add_argument('--det-paths', default='mmdet',
+                        help="how every detector trains, comma separated, one row per model, "
+                        "mode and path: some of mmdet (mmdet's own code), fast "
+                        "(FastDetTrainHook's changes) (default mmdet)")
     parser.add_argument('--no-train', dest='train', action='store_false',
                         help='skip the training step')
     parser.add_argument('--no-infer', dest='infer', action='store_false',
@@ -170,10 +181,12 @@ def parse_args(argv=None):
                        else comma_list(args.models, SPECS, '--models'))
         args.backbone_modes = list(dict.fromkeys(comma_list(modes, BACKBONE_MODES,
                                                             '--backbone-modes')))
+        args.det_paths = list(dict.fromkeys(comma_list(args.det_paths, DET_PATHS,
+                                                       '--det-paths')))
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
-    if not args.models or not args.backbone_modes:
-        parser.error('--models and --backbone-modes need at least one entry')
+    if not args.models or not args.backbone_modes or not args.det_paths:
+        parser.error('--models, --backbone-modes and --det-paths need at least one entry')
     if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.profile_steps < 0:
         parser.error('--steps and --batch need at least 1, --warmup and --profile-steps at '
                      'least 0')
@@ -420,14 +433,17 @@ def error_text(phase: str, exc: BaseException) -> str:
     return f'{phase}: {type(exc).__name__}' + (f': {detail[0][:300]}' if detail else '')
 
 
-def benchmark_model(key: str, mode: str, args) -> Dict:
+def benchmark_model(key: str, mode: str, args, det_path: Optional[str] = None) -> Dict:
     """One row: the model's training and inference measurements with its backbone run as
-    ``mode``, or the error that stopped one."""
+    ``mode`` (a detector's training as ``det_path``, a key of DET_PATHS, says), or the error
+    that stopped one."""
+    from mmvminet.det_targets import use_device_mask_targets
     spec = SPECS[key]
     shape = args.det_shape if spec.task == 'det' else args.seg_shape
     row = dict(key=key, model=spec.name, task=spec.task, config=spec.config,
                precision=precision(spec.task, args.device), batch=args.batch, shape=list(shape),
-               backbone=mode, params_m=None, param_groups=None, cudnn_benchmark=None, errors=[])
+               backbone=mode, det_path=det_path if spec.task == 'det' else None, params_m=None,
+               param_groups=None, cudnn_benchmark=None, errors=[])
     # the same keys in every row, None where a phase was skipped or failed
     row.update({f'{phase}_{k}': None for phase in ('train', 'infer')
                 for k in ('ms', 'p90_ms', 'img_s', 'peak_gib')}, train_skipped_steps=None,
@@ -452,15 +468,19 @@ def benchmark_model(key: str, mode: str, args) -> Dict:
                   ] if args.train else []
         if args.infer:
             phases.append(('infer', lambda: measure_infer(model, data, spec.task, args)))
-        for phase, run in phases:
-            try:
-                row.update(run())
-            except Exception as exc:  # noqa: BLE001
-                errors.append(error_text(phase, exc))
-                traceback.print_exc(file=sys.stderr)
-            # after the except block, whose traceback holds tensors; gradients go too
-            model.zero_grad(set_to_none=True)
-            release_memory(args.device)
+        use_device_mask_targets(DET_PATHS.get(row['det_path'], False))
+        try:
+            for phase, run in phases:
+                try:
+                    row.update(run())
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(error_text(phase, exc))
+                    traceback.print_exc(file=sys.stderr)
+                # after the except block, whose traceback holds tensors; gradients go too
+                model.zero_grad(set_to_none=True)
+                release_memory(args.device)
+        finally:
+            use_device_mask_targets(False)
         if row['train_ms'] and row['train_backbone_ms']:
             row['train_rest_ms'] = row['train_ms'] - row['train_backbone_ms']
     del model, data
@@ -473,11 +493,15 @@ def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[
 
 
 def add_ratios(rows: List[Dict]):
-    """Against the Swin-T of the same task and backbone mode: speed-up (its ms / ours), memory
-    (ours / its) and the speed-up a backbone that took no time would give (its ms / our rest)."""
-    by_key = {(r['key'], r['backbone']): r for r in rows}
+    """Against the Swin-T of the same task, backbone mode and detector path: speed-up (its ms /
+    ours), memory (ours / its) and the speed-up a backbone that took no time would give (its ms
+    / our rest); a 'fast' detector row against its own 'mmdet' row (``vs_mmdet_path``)."""
+    by_key = {(r['key'], r['backbone'], r['det_path']): r for r in rows}
     for row in rows:
-        base = by_key.get((BASELINES[row['task']], row['backbone']), {})
+        base = by_key.get((BASELINES[row['task']], row['backbone'], row['det_path']), {})
+        own = by_key.get((row['key'], row['backbone'], 'mmdet'), {})
+        row['train_speedup_vs_mmdet_path'] = (ratio(own.get('train_ms'), row.get('train_ms'))
+                                              if row['det_path'] == 'fast' else None)
         for phase in ('train', 'infer'):
             row[f'{phase}_speedup_vs_swin'] = ratio(base.get(f'{phase}_ms'), row.get(f'{phase}_ms'))
             row[f'{phase}_mem_vs_swin'] = ratio(row.get(f'{phase}_peak_gib'),
@@ -487,13 +511,14 @@ def add_ratios(rows: List[Dict]):
 
 
 def best_vs_best(rows: List[Dict]) -> List[Dict]:
-    """Each model's fastest training step over the backbone modes it ran in, against the fastest
-    of its task's Swin-T: speed-up (its ms / ours) and memory (ours / its), and the modes
+    """Each model's fastest training step over the backbone modes (and detector paths) it ran
+    in, against the fastest of its task's Swin-T: speed-up (its ms / ours) and memory (ours / its), and the modes
     Swin-T's step was measured in (best against best only if they are the model's)."""
     best, measured = {}, {}
     for row in rows:
         if row.get('train_ms'):
-            measured.setdefault(row['key'], []).append(row['backbone'])
+            measured.setdefault(row['key'], []).append(
+                row['backbone'] + (f"/{row['det_path']}" if row['det_path'] else ''))
             if row['key'] not in best or row['train_ms'] < best[row['key']]['train_ms']:
                 best[row['key']] = row
     result = []
@@ -501,10 +526,11 @@ def best_vs_best(rows: List[Dict]) -> List[Dict]:
         base_key = BASELINES[row['task']]
         base = best.get(base_key, {})
         result.append(dict(key=key, model=row['model'], backbone=row['backbone'],
+                           det_path=row['det_path'],
                            train_ms=row['train_ms'], train_peak_gib=row['train_peak_gib'],
                            speedup_vs_swin=ratio(base.get('train_ms'), row['train_ms']),
                            mem_vs_swin=ratio(row['train_peak_gib'], base.get('train_peak_gib')),
-                           swin_backbone=base.get('backbone'),
+                           swin_backbone=base.get('backbone'), swin_det_path=base.get('det_path'),
                            swin_modes_measured=measured.get(base_key, [])))
     return result
 
@@ -513,24 +539,28 @@ def best_vs_best(rows: List[Dict]) -> List[Dict]:
 # Output
 # ----------------------------------------------------------------------------------------------
 def markdown_table(rows: List[Dict]) -> str:
-    header = ['model', 'task', 'dtype', 'backbone', 'params M', 'param groups', 'train ms (p90)',
-              'train img/s', 'train peak GiB', 'train speed-up vs Swin-T', 'train mem vs Swin-T',
+    header = ['model', 'task', 'dtype', 'backbone', 'det path', 'params M', 'param groups',
+              'train ms (p90)', 'train img/s', 'train peak GiB', 'train speed-up vs Swin-T',
+              'train speed-up vs mmdet path', 'train mem vs Swin-T',
               'backbone fwd+bwd ms', 'rest of step ms', 'speed-up vs Swin-T, free backbone',
               'infer ms (p90)', 'infer img/s', 'infer peak GiB', 'infer speed-up vs Swin-T',
               'errors']
     lines = []
     for r in rows:
-        cells = [r['model'], r['task'], r['precision'], r['backbone'], fmt(r['params_m'], 2),
-                 fmt(r.get('param_groups'))]
+        cells = [r['model'], r['task'], r['precision'], r['backbone'], fmt(r['det_path']),
+                 fmt(r['params_m'], 2), fmt(r.get('param_groups'))]
         for phase in ('train', 'infer'):
             timed = r.get(f'{phase}_ms') is not None
             cells += [f'{fmt(r.get(f"{phase}_ms"))} ({fmt(r.get(f"{phase}_p90_ms"))})'
                       if timed else '-', fmt(r.get(f'{phase}_img_s'), 2),
                       fmt(r.get(f'{phase}_peak_gib'), 2),
-                      fmt(r.get(f'{phase}_speedup_vs_swin'), 2) + ('x' if timed else '')]
+                      fmt(r.get(f'{phase}_speedup_vs_swin'), 2)
+                      + ('x' if r.get(f'{phase}_speedup_vs_swin') else '')]
             if phase == 'train':
                 bound = r.get('train_free_backbone_speedup_vs_swin')
-                cells += [fmt(r.get('train_mem_vs_swin'), 2), fmt(r.get('train_backbone_ms')),
+                vs_mmdet = r.get('train_speedup_vs_mmdet_path')
+                cells += [fmt(vs_mmdet, 2) + ('x' if vs_mmdet else ''),
+                          fmt(r.get('train_mem_vs_swin'), 2), fmt(r.get('train_backbone_ms')),
                           fmt(r.get('train_rest_ms')), fmt(bound, 2) + ('x' if bound else '')]
         # 'phase: ErrorType' of each failure; the messages are in the JSON
         cells.append(', '.join(': '.join(e.split(': ')[:2]) for e in r['errors']))
@@ -544,10 +574,11 @@ def markdown(header: List[str], lines: List[List[str]]) -> str:
 
 
 def best_table(best: List[Dict]) -> str:
-    header = ['model', 'fastest backbone mode', 'train ms', 'train peak GiB',
+    header = ['model', 'fastest backbone mode (det path)', 'train ms', 'train peak GiB',
               "speed-up vs Swin-T's fastest", "mem vs Swin-T's fastest",
               "Swin-T's fastest mode (of those measured)"]
-    lines = [[b['model'], b['backbone'], fmt(b['train_ms']), fmt(b['train_peak_gib'], 2),
+    lines = [[b['model'], b['backbone'] + (f" ({b['det_path']})" if b['det_path'] else ''),
+              fmt(b['train_ms']), fmt(b['train_peak_gib'], 2),
               fmt(b['speedup_vs_swin'], 2) + ('x' if b['speedup_vs_swin'] else ''),
               fmt(b['mem_vs_swin'], 2),
               f"{fmt(b['swin_backbone'])} (of {', '.join(b['swin_modes_measured'])})"
@@ -572,17 +603,18 @@ def environment(args, argv: List[str]) -> Dict:
     return env
 
 
-def run_all(runs: List[Tuple[str, str]], results: Dict, args):
-    """Benchmark each (model key, backbone mode) of ``runs`` into ``results``, written to
-    ``args.out`` after each row."""
-    for i, (key, mode) in enumerate(runs, 1):
+def run_all(runs: List[Tuple[str, str, Optional[str]]], results: Dict, args):
+    """Benchmark each (model key, backbone mode, detector path) of ``runs`` into ``results``,
+    written to ``args.out`` after each row."""
+    for i, (key, mode, det_path) in enumerate(runs, 1):
         begin = time.perf_counter()
-        row = benchmark_model(key, mode, args)
+        row = benchmark_model(key, mode, args, det_path)
         results['rows'].append(row)
         add_ratios(results['rows'])
         results['best'] = best_vs_best(results['rows'])
         write_json(args.out, results)  # partial results survive a crash later on
-        print(f'[{i}/{len(runs)}] {row["model"]} ({mode}) done in '
+        label = mode + (f', {det_path} path' if det_path else '')
+        print(f'[{i}/{len(runs)}] {row["model"]} ({label}) done in '
               f'{time.perf_counter() - begin:.1f} s: train {fmt(row.get("train_ms"))} ms (backbone '
               f'{fmt(row.get("train_backbone_ms"))} ms), '
               f'infer {fmt(row.get("infer_ms"))} ms'
@@ -601,8 +633,10 @@ def main(argv=None) -> Dict:
     from mmengine.logging import MMLogger
     MMLogger.get_instance(f'benchmark_dense_{time.monotonic_ns()}', log_level='WARNING')
     results = dict(env=environment(args, argv), rows=[])
-    runs = [(key, mode) for key in args.models for mode in args.backbone_modes]
-    print(f'{len(args.models)} models x {len(args.backbone_modes)} backbone modes on '
+    runs = [(key, mode, path) for key in args.models for mode in args.backbone_modes
+            for path in (args.det_paths if SPECS[key].task == 'det' else [None])]
+    print(f'{len(runs)} runs ({len(args.models)} models x {len(args.backbone_modes)} backbone '
+          f'modes, detectors x {len(args.det_paths)} paths) on '
           f'{results["env"]["device"]}', flush=True)
     if args.fast_seg_loss:
         from mmvminet.seg_loss import use_fast_decode_head_ops
@@ -619,7 +653,7 @@ def main(argv=None) -> Dict:
           f'{args.det_shape[1]}, seg {args.seg_shape[0]}x{args.seg_shape[1]}; medians of '
           f'{args.steps} steps after {args.warmup}\n')
     print(markdown_table(results['rows']))
-    if len(args.backbone_modes) > 1 and args.train:
+    if (len(args.backbone_modes) > 1 or len(args.det_paths) > 1) and args.train:
         print('\nbest against best (training step):\n' + best_table(results['best']))
     errors = [f'{r["model"]}: {e}' for r in results['rows'] for e in r['errors']]
     if errors:

@@ -13,7 +13,17 @@ assigned mask as its batch index instead of a repeated copy (``roi_align`` sampl
 RoI's own batch entry, so every value is the one mmdet computes), then the same threshold. The
 one copy left is the masks' own upload; nothing is copied back to the host. Polygon masks keep
 mmdet's path. ``use_device_mask_targets`` points ``FCNMaskHead`` (and its subclasses) at it, or
-back; ``mmvminet.hooks.FastDetTrainHook`` does so for a run.
+back.
+
+``assign_wrt_overlaps`` is ``MaxIoUAssigner``'s (the RPN's and the RoI head's assigner) without
+its syncs: mmdet's loops over the ground truths for the low-quality matches (step 4), reading
+each one's best IoU on the host and assigning through a boolean mask (a ``nonzero``, a second
+sync), two syncs per ground truth and image in each stage. Here the same rule, "each ground
+truth takes every prior it overlaps best, a later one overriding an earlier", is one masked
+maximum over the (G, N) matrix, and the other steps are ``torch.where``: the same assignment,
+nothing read back. ``use_sync_free_assigner`` patches ``MaxIoUAssigner`` (and its subclasses).
+
+``use_fast_det_train`` switches both; ``mmvminet.hooks.FastDetTrainHook`` does so for a run.
 """
 from typing import List, Sequence
 
@@ -21,6 +31,7 @@ import numpy as np
 import torch
 from mmcv.ops import roi_align
 from mmdet.models.roi_heads.mask_heads import fcn_mask_head
+from mmdet.models.task_modules.assigners import AssignResult, MaxIoUAssigner
 from mmdet.structures.mask import BitmapMasks
 from mmdet.structures.mask import mask_target as mmdet_mask_target
 from mmdet.structures.mask.mask_target import mask_target_single as mmdet_mask_target_single
@@ -62,3 +73,55 @@ def mask_target(pos_proposals_list: Sequence[torch.Tensor],
 def use_device_mask_targets(enabled: bool = True):
     """Point ``FCNMaskHead.get_targets`` at this ``mask_target``, or back at mmdet's."""
     fcn_mask_head.mask_target = mask_target if enabled else mmdet_mask_target
+
+
+MMDET_ASSIGN_WRT_OVERLAPS = MaxIoUAssigner.assign_wrt_overlaps
+
+
+def assign_wrt_overlaps(self: MaxIoUAssigner, overlaps: torch.Tensor,
+                        gt_labels: torch.Tensor) -> AssignResult:
+    """``MaxIoUAssigner.assign_wrt_overlaps`` with no host sync: (G, N) IoUs of G ground truths
+    with N priors, (G,) labels -> the same ``AssignResult`` as mmdet's ((N,) ``gt_inds``: -1
+    ignored, 0 background, i + 1 ground truth i; (N,) ``max_overlaps``; (N,) ``labels``)."""
+    num_gts, num_priors = overlaps.shape
+    if num_gts == 0 or num_priors == 0:  # nothing to loop over: mmdet's own
+        return MMDET_ASSIGN_WRT_OVERLAPS(self, overlaps, gt_labels)
+    max_overlaps, argmax_overlaps = overlaps.max(dim=0)
+    gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=1)
+    gt_inds = overlaps.new_full((num_priors, ), -1, dtype=torch.long)
+    # steps 2 and 3: background below neg_iou_thr, the best ground truth above pos_iou_thr
+    if isinstance(self.neg_iou_thr, float):
+        negative = (max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)
+    else:
+        low, high = self.neg_iou_thr
+        negative = (max_overlaps >= low) & (max_overlaps < high)
+    gt_inds = torch.where(negative, 0, gt_inds)
+    gt_inds = torch.where(max_overlaps >= self.pos_iou_thr, argmax_overlaps + 1, gt_inds)
+    if self.match_low_quality:
+        # step 4: mmdet's loop over i = 0..G-1 sets the priors of ground truth i to i + 1, so
+        # the last ground truth that claims a prior wins: the largest i + 1 among its claims
+        claims = (gt_max_overlaps >= self.min_pos_iou)[:, None]
+        if self.gt_max_assign_all:
+            claims = claims & (overlaps == gt_max_overlaps[:, None])
+        else:
+            best = torch.zeros_like(overlaps, dtype=torch.bool)
+            best[torch.arange(num_gts, device=overlaps.device), gt_argmax_overlaps] = True
+            claims = claims & best
+        number = torch.arange(1, num_gts + 1, device=overlaps.device)[:, None]
+        claimed_by = torch.where(claims, number, 0).amax(dim=0)
+        gt_inds = torch.where(claimed_by > 0, claimed_by, gt_inds)
+    labels = torch.where(gt_inds > 0, gt_labels[(gt_inds - 1).clamp(min=0)].long(), -1)
+    return AssignResult(num_gts=num_gts, gt_inds=gt_inds, max_overlaps=max_overlaps,
+                        labels=labels)
+
+
+def use_sync_free_assigner(enabled: bool = True):
+    """Point ``MaxIoUAssigner.assign_wrt_overlaps`` at this module's, or back at mmdet's."""
+    MaxIoUAssigner.assign_wrt_overlaps = (assign_wrt_overlaps if enabled
+                                          else MMDET_ASSIGN_WRT_OVERLAPS)
+
+
+def use_fast_det_train(enabled: bool = True):
+    """All of this module's replacements on, or mmdet's own code back."""
+    use_device_mask_targets(enabled)
+    use_sync_free_assigner(enabled)

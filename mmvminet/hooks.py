@@ -247,17 +247,18 @@ class FastDecodeHeadLossHook(Hook):
 @HOOKS.register_module()
 class FastDetTrainHook(Hook):
     """For the run, mmdet's Mask R-CNN mask heads (``FCNMaskHead`` and its subclasses) compute
-    their targets with ``mmvminet.det_targets.mask_target``: the same targets, on the device,
-    with no host round trip (docs/benchmarks.md). Our detection configs name it."""
+    their targets with ``mmvminet.det_targets.mask_target`` (on the device, no host round trip)
+    and ``MaxIoUAssigner`` assigns with ``det_targets.assign_wrt_overlaps`` (no host sync): the
+    same targets and assignments (docs/benchmarks.md). Our detection configs name it."""
     priority = 'VERY_HIGH'
 
     def before_run(self, runner):
-        from .det_targets import use_device_mask_targets  # imports mmdet: only when used
-        use_device_mask_targets(True)
+        from .det_targets import use_fast_det_train  # imports mmdet: only when used
+        use_fast_det_train(True)
 
     def after_run(self, runner):
-        from .det_targets import use_device_mask_targets
-        use_device_mask_targets(False)
+        from .det_targets import use_fast_det_train
+        use_fast_det_train(False)
 
 
 @HOOKS.register_module()

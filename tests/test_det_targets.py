@@ -1,4 +1,5 @@
-"""mmvminet.det_targets: Mask R-CNN's mask targets on the device equal mmdet's."""
+"""mmvminet.det_targets: Mask R-CNN's mask targets on the device and the sync-free MaxIoUAssigner
+equal mmdet's."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +14,7 @@ from mmvminet.registry import build_model
 
 pytest.importorskip('mmdet')
 from mmdet.models.roi_heads.mask_heads import fcn_mask_head  # noqa: E402
+from mmdet.models.task_modules.assigners import MaxIoUAssigner  # noqa: E402
 from mmdet.structures.mask import BitmapMasks, PolygonMasks, mask_target  # noqa: E402
 
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)]
@@ -21,7 +23,7 @@ DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)]
 @pytest.fixture(autouse=True)
 def mmdet_targets_after():
     yield
-    det_targets.use_device_mask_targets(False)
+    det_targets.use_fast_det_train(False)
 
 
 def image(rng, height, width, num_gt, num_pos, device):
@@ -96,5 +98,63 @@ def test_the_hook_points_mask_heads_at_it_for_the_run():
     fast = loss()
     assert torch.equal(fast['mask_targets'], reference['mask_targets'])
     assert torch.equal(fast['loss_mask']['loss_mask'], reference['loss_mask']['loss_mask'])
+    assert MaxIoUAssigner.assign_wrt_overlaps is det_targets.assign_wrt_overlaps
     hook.after_run(None)
     assert fcn_mask_head.mask_target is mask_target
+    assert MaxIoUAssigner.assign_wrt_overlaps is det_targets.MMDET_ASSIGN_WRT_OVERLAPS
+
+
+def overlaps_with_ties(rng, num_gts, num_priors, device):
+    """(G, N) IoU-like values on a coarse grid, so that priors tie for a ground truth's best and
+    ground truths tie for a prior, and some exactly at the thresholds; a few ignored (-1)."""
+    values = rng.integers(0, 11, (num_gts, num_priors)) / 10
+    values[rng.random((num_gts, num_priors)) < 0.05] = -1
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+ASSIGNERS = [  # Mask R-CNN's RPN and RoI assigners, and the other options' branches
+    dict(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, match_low_quality=True),
+    dict(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5, match_low_quality=True),
+    dict(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5, match_low_quality=False),
+    dict(pos_iou_thr=0.5, neg_iou_thr=(0.1, 0.4), min_pos_iou=0.0),
+    dict(pos_iou_thr=0.6, neg_iou_thr=0.4, min_pos_iou=0.2, gt_max_assign_all=False),
+]
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('options', ASSIGNERS)
+def test_sync_free_assigner_equals_mmdets(device, options):
+    assigner = MaxIoUAssigner(**options)
+    rng = np.random.default_rng(2)
+    for num_gts, num_priors in ((7, 300), (1, 50), (20, 40), (3, 1), (0, 30), (4, 0)):
+        overlaps = overlaps_with_ties(rng, num_gts, num_priors, device)
+        labels = torch.tensor(rng.integers(0, 80, num_gts), device=device)
+        theirs = det_targets.MMDET_ASSIGN_WRT_OVERLAPS(assigner, overlaps, labels)
+        ours = det_targets.assign_wrt_overlaps(assigner, overlaps, labels)
+        assert ours.num_gts == theirs.num_gts
+        for key in ('gt_inds', 'max_overlaps', 'labels'):
+            mine, reference = getattr(ours, key), getattr(theirs, key)
+            assert mine.dtype == reference.dtype and mine.device == reference.device, key
+            assert torch.equal(mine, reference), (key, num_gts, num_priors)
+        if num_gts > 1 and num_priors > 1 and options.get('match_low_quality', True):
+            # the low-quality step did decide something here: not a vacuous comparison
+            without = MaxIoUAssigner(**dict(options, match_low_quality=False))
+            plain = det_targets.MMDET_ASSIGN_WRT_OVERLAPS(without, overlaps, labels)
+            assert not torch.equal(plain.gt_inds, theirs.gt_inds)
+
+
+def test_sync_free_assigner_in_a_whole_assign():
+    """Through MaxIoUAssigner.assign (boxes to IoUs), as the RPN calls it, once patched."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 200, (500, 2))
+    priors = torch.tensor(np.concatenate([xy, xy + rng.uniform(4, 80, (500, 2))], 1),
+                          dtype=torch.float32)
+    gt = InstanceData(bboxes=priors[rng.choice(500, 9, replace=False)] + 1.5,
+                      labels=torch.tensor(rng.integers(0, 5, 9)))
+    assigner = MaxIoUAssigner(**ASSIGNERS[0])
+    reference = assigner.assign(InstanceData(priors=priors), gt)
+    det_targets.use_sync_free_assigner(True)
+    ours = assigner.assign(InstanceData(priors=priors), gt)
+    assert torch.equal(ours.gt_inds, reference.gt_inds)
+    assert torch.equal(ours.labels, reference.labels)
+    assert (reference.gt_inds > 0).sum() >= 9  # every ground truth matched something

@@ -437,7 +437,7 @@ def benchmark_model(key: str, mode: str, args, det_path: Optional[str] = None) -
     """One row: the model's training and inference measurements with its backbone run as
     ``mode`` (a detector's training as ``det_path``, a key of DET_PATHS, says), or the error
     that stopped one."""
-    from mmvminet.det_targets import use_device_mask_targets
+    from mmvminet.det_targets import use_fast_det_train
     spec = SPECS[key]
     shape = args.det_shape if spec.task == 'det' else args.seg_shape
     row = dict(key=key, model=spec.name, task=spec.task, config=spec.config,
@@ -468,7 +468,7 @@ def benchmark_model(key: str, mode: str, args, det_path: Optional[str] = None) -
                   ] if args.train else []
         if args.infer:
             phases.append(('infer', lambda: measure_infer(model, data, spec.task, args)))
-        use_device_mask_targets(DET_PATHS.get(row['det_path'], False))
+        use_fast_det_train(DET_PATHS.get(row['det_path'], False))
         try:
             for phase, run in phases:
                 try:
@@ -480,7 +480,7 @@ def benchmark_model(key: str, mode: str, args, det_path: Optional[str] = None) -
                 model.zero_grad(set_to_none=True)
                 release_memory(args.device)
         finally:
-            use_device_mask_targets(False)
+            use_fast_det_train(False)
         if row['train_ms'] and row['train_backbone_ms']:
             row['train_rest_ms'] = row['train_ms'] - row['train_backbone_ms']
     del model, data

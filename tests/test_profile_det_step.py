@@ -44,6 +44,19 @@ def test_rows_of_nested_ranges_on_the_cpu():
     assert rows['inner']['ops'] == 3 * 3 and rows['outer']['ops'] == 2 + 3 * 3  # top-level aten
     assert 0 < rows['inner']['host_ms'] <= rows['outer']['host_ms']
     assert rows['outer']['syncs'] == rows['outer']['device_ms'] == 0
+    assert rows['outer']['syncing_ops'] == 0
+
+
+def test_syncing_operators_are_counted_on_the_cpu_nested_ones_too():
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with torch.profiler.record_function(profile.PREFIX + 'part'):
+            x = torch.arange(6.0)
+            x[x > 2].sum()  # aten::index -> aten::nonzero
+            bool(x.max() > 4)  # aten::is_nonzero -> aten::item -> aten::_local_scalar_dense
+            x.unique()
+            torch.where(x > 2, x, 0)  # no sync
+    row = profile.part_rows(prof.events(), iters=1)['part']
+    assert row['syncing_ops'] == 3
 
 
 def event(name, thread, start, end, children=(), device_type=CPU, device_ms=0.0):
@@ -74,6 +87,7 @@ def test_cuda_rows_count_syncs_and_the_backward_threads_work():
     assert (step['ops'], backward['ops']) == (2, 1)  # item and mul; mul on the other thread
     assert step['device_ms'] == pytest.approx(1.5) and backward['device_ms'] == 0.5
     assert backward['syncs'] == 0 and step['host_ms'] == pytest.approx(0.09)
+    assert step['syncing_ops'] == 1 and backward['syncing_ops'] == 0
 
 
 def test_gpu_busy_time_is_the_union_of_the_kernels():
@@ -116,6 +130,8 @@ def test_cpu_run_reports_every_part_nested_and_adding_up(coco_data, tmp_path, mo
     for name in ('data loading', 'train_step', 'backbone', 'backward', 'optimizer step'):
         assert parts[name]['calls'] == 1 and parts[name]['ops'] > 0, name
     assert parts['hooks']['calls'] == 2  # before and after the iteration
+    # mmdet's sampler finds its positives with nonzero; our backbone reads nothing back
+    assert parts['rpn sampler']['syncing_ops'] > 0 and parts['backbone']['syncing_ops'] == 0
     top = sum(r['host_ms'] for r in parts.values() if r['parent'] is None)
     assert 0.9 * result['iteration_ms'] < top <= result['iteration_ms']
     in_step = sum(r['host_ms'] for r in parts.values() if r['parent'] == 'train_step')

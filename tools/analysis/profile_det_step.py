@@ -17,8 +17,11 @@ mask heads, their targets and losses), loss parsing, backward, optimizer step.
 Per part and iteration it reports: host ms (wall time of the range, its sub-parts included), of
 which the host waited for the device (in ``cudaStreamSynchronize`` and the other syncs, after which
 the GPU queue is empty, and in copies; every blocking copy and ``.item()`` is a copy and a sync),
-device ms (the kernels the part launched), and the operators it dispatched (each costs the host
-a few microseconds whatever its size). The totals say how much of the iteration the GPU was busy
+device ms (the kernels the part launched), the operators it dispatched (each costs the host
+a few microseconds whatever its size) and of them the ones that must read the device's data on
+the host (``nonzero``, ``.item()`` and Python's ``bool`` / ``int`` of a tensor, ``unique``,
+``masked_select``: on a GPU each is a sync; counted on the CPU too, where no other column says
+anything about a GPU step). The totals say how much of the iteration the GPU was busy
 (union of kernel intervals). Without --fast-det-train it is mmdet's own path (a
 ``FastDetTrainHook`` of the config is dropped); with it, the same run with the hook
 (mmvminet/det_targets.py).
@@ -57,6 +60,9 @@ SYNC_CALLS = ('cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaEventSynchr
 #: copies: they wait for the queue too when host memory is pageable, but a blocking one is
 #: followed by a cudaStreamSynchronize, so they add to the waiting time, not to the syncs
 COPY_CALLS = ('cudaMemcpyAsync', )
+#: operators whose output size or value the host must read from the device: a sync on a GPU
+SYNCING_OPS = ('aten::nonzero', 'aten::_local_scalar_dense', 'aten::_unique2',
+               'aten::unique_dim', 'aten::unique_consecutive', 'aten::masked_select')
 
 #: (part, parent part, how to find the object in the runner, its method); parents come first.
 #: A part whose object the model lacks is left out.
@@ -219,7 +225,8 @@ def with_descendants(events):
 
 
 def part_rows(events, iters: int) -> Dict[str, Dict]:
-    """Per part: calls, host ms, sync-wait ms, device ms and operators, each per iteration."""
+    """Per part: calls, host ms, sync-wait ms, device ms, operators and syncing operators, each
+    per iteration."""
     # a range shows on the GPU's timeline too: its host events only
     events = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
     # on CUDA the autograd engine runs backward on threads of its own, while the thread that
@@ -232,7 +239,7 @@ def part_rows(events, iters: int) -> Dict[str, Dict]:
             continue
         name = event.name[len(PREFIX):]
         row = totals.setdefault(name, dict(calls=0, host_ms=0.0, sync_ms=0.0, syncs=0,
-                                           device_ms=0.0, ops=0))
+                                           device_ms=0.0, ops=0, syncing_ops=0))
         row['calls'] += 1
         row['host_ms'] += event.cpu_time_total / 1e3
         span = slice(bisect.bisect_left(starts, event.time_range.start),
@@ -240,6 +247,7 @@ def part_rows(events, iters: int) -> Dict[str, Dict]:
         elsewhere = [e for e in roots[span] if e.thread != event.thread]
         row['device_ms'] += sum(e.device_time_total for e in [event] + elsewhere) / 1e3
         for child in with_descendants(list(event.cpu_children) + elsewhere):
+            row['syncing_ops'] += child.name in SYNCING_OPS  # nested ones too (index: nonzero)
             if child.name in SYNC_CALLS + COPY_CALLS:
                 row['syncs'] += child.name in SYNC_CALLS
                 row['sync_ms'] += child.cpu_time_total / 1e3
@@ -283,15 +291,16 @@ def analyse(window: ProfileWindow, iters: int) -> Dict:
 
 def table(result: Dict) -> str:
     header = ['part', 'calls', 'host ms', 'of it waiting for the GPU (syncs)', 'device ms',
-              'operators']
+              'operators', 'of them syncing']
     busy = result['gpu_busy_ms']  # None on the CPU: no device columns
     lines = [['&nbsp;&nbsp;' * r['depth'] + r['part'], fmt(r['calls'], 1), fmt(r['host_ms'], 2),
               f"{fmt(r['sync_ms'], 2)} ({fmt(r['syncs'], 1)})" if busy else '-',
-              fmt(r['device_ms'], 2) if busy else '-', fmt(r['ops'], 0)]
+              fmt(r['device_ms'], 2) if busy else '-', fmt(r['ops'], 0),
+              fmt(r['syncing_ops'], 0)]
              for r in result['parts']]
     lines.append(['**iteration**', '1', fmt(result['iteration_ms'], 2), '',
                   f"{fmt(busy, 2)} busy ({100 * result['gpu_busy_share']:.0f}%)" if busy
-                  else '-', ''])
+                  else '-', '', ''])
     return markdown(header, lines)
 
 

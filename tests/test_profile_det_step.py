@@ -45,6 +45,11 @@ def test_rows_of_nested_ranges_on_the_cpu():
     assert 0 < rows['inner']['host_ms'] <= rows['outer']['host_ms']
     assert rows['outer']['syncs'] == rows['outer']['device_ms'] == 0
     assert rows['outer']['syncing_ops'] == 0
+    top = profile.top_host_ops(prof.events(), iters=2, top=3)
+    assert len(top) == 3 and not any(op['name'].startswith(profile.PREFIX) for op in top)
+    assert top[0]['self_host_ms'] >= top[1]['self_host_ms'] >= top[2]['self_host_ms'] > 0
+    calls = {op['name']: op['calls'] for op in profile.top_host_ops(prof.events(), iters=2)}
+    assert calls['aten::mul'] == 3 and calls['aten::add'] == 1  # per iteration
 
 
 def test_syncing_operators_are_counted_on_the_cpu_nested_ones_too():
@@ -142,4 +147,6 @@ def test_cpu_run_reports_every_part_nested_and_adding_up(coco_data, tmp_path, mo
     assert 'Iter(val)' not in next((tmp_path / 'w').glob('*/*.log')).read_text()
     text = out.with_suffix('.md').read_text()
     assert '| train_step | 1.0 |' in text and '| &nbsp;&nbsp;backbone | 1.0 |' in text
-    assert text.count('\n| ') == len(parts) + 3  # the header, the rule and the iteration
+    table = text.split('The most host time')[0]
+    assert table.count('\n| ') == len(parts) + 3  # the header, the rule and the iteration
+    assert 0 < len(result['top_host_ops']) <= 25 and '| operator | calls | self host ms |' in text

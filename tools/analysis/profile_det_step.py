@@ -22,7 +22,9 @@ a few microseconds whatever its size) and of them the ones that must read the de
 the host (``nonzero``, ``.item()`` and Python's ``bool`` / ``int`` of a tensor, ``unique``,
 ``masked_select``: on a GPU each is a sync; counted on the CPU too, where no other column says
 anything about a GPU step). The totals say how much of the iteration the GPU was busy
-(union of kernel intervals). Without --fast-det-train it is mmdet's own path (a
+(union of kernel intervals). Then the operators and autograd nodes that took the most host time
+of their own (self time: their sub-operators not included; ``cudaLaunchKernel``'s is the cost of
+launching), to say which ones a host-bound step should lose first. Without --fast-det-train it is mmdet's own path (a
 ``FastDetTrainHook`` of the config is dropped); with it, the same run with the hook
 (mmvminet/det_targets.py).
 
@@ -273,8 +275,24 @@ def busy_ms(profiler) -> Optional[float]:
     return (total + end - begin) / 1e6
 
 
+def top_host_ops(events, iters: int, top: int = 25) -> List[Dict]:
+    """The ``top`` operators (by name, the parts' ranges left out) with the most host time of
+    their own: name, calls and self host ms, per iteration."""
+    totals: Dict[str, List[float]] = {}
+    for event in events:
+        if event.device_type != torch.autograd.DeviceType.CPU or event.name.startswith(PREFIX):
+            continue
+        total = totals.setdefault(event.name, [0, 0.0])
+        total[0] += 1
+        total[1] += event.self_cpu_time_total / 1e3
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
+    return [dict(name=name, calls=calls / iters, self_host_ms=ms / iters)
+            for name, (calls, ms) in ranked]
+
+
 def analyse(window: ProfileWindow, iters: int) -> Dict:
-    rows = part_rows(window.profiler.events(), iters)
+    events = window.profiler.events()
+    rows = part_rows(events, iters)
     iteration_ms = (window.marks[-1] - window.marks[0]) * 1e3 / iters
     parents = {name: parent for name, parent, _, _ in PARTS}
     ordered = []
@@ -286,7 +304,8 @@ def analyse(window: ProfileWindow, iters: int) -> Dict:
             ordered.append(dict(part=name, parent=parents[name], depth=depth, **rows[name]))
     busy = busy_ms(window.profiler) if window.cuda else None
     return dict(iteration_ms=iteration_ms, gpu_busy_ms=busy / iters if busy else None,
-                gpu_busy_share=busy / iters / iteration_ms if busy else None, parts=ordered)
+                gpu_busy_share=busy / iters / iteration_ms if busy else None, parts=ordered,
+                top_host_ops=top_host_ops(events, iters))
 
 
 def table(result: Dict) -> str:
@@ -301,7 +320,10 @@ def table(result: Dict) -> str:
     lines.append(['**iteration**', '1', fmt(result['iteration_ms'], 2), '',
                   f"{fmt(busy, 2)} busy ({100 * result['gpu_busy_share']:.0f}%)" if busy
                   else '-', '', ''])
-    return markdown(header, lines)
+    ops = [[op['name'][:90], fmt(op['calls'], 1), fmt(op['self_host_ms'], 2)]
+           for op in result['top_host_ops']]
+    return (markdown(header, lines) + '\n\nThe most host time of their own, per iteration:\n\n'
+            + markdown(['operator', 'calls', 'self host ms'], ops))
 
 
 def main(argv=None) -> Dict:

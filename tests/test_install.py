@@ -1,6 +1,7 @@
 """The installed stack is the one mmvminet needs; each failure says what is wrong."""
 import importlib.metadata as md
 import os.path as osp
+import subprocess
 
 import pytest
 import torch
@@ -64,3 +65,31 @@ def test_library_config_bases_resolve(tmp_path, base):
     cfg_file.write_text(f"_base_ = ['{base}']\n")
     cfg = Config.fromfile(str(cfg_file))
     assert cfg.get('model') is not None or cfg.get('default_scope') == 'mmpretrain'
+
+
+def test_offline_wheels_asks_pip_for_the_pinned_stack(tmp_path):
+    """tools/offline_wheels.sh: every package at its constraints.txt pin, mmseg's prettytable
+    included, for the target's Python, without dependencies; the mmcv wheel copied beside."""
+    script = osp.join(ROOT, 'tools', 'offline_wheels.sh')
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    # a python3 that records what pip was asked for instead of downloading
+    (fake / 'python3').write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/pip_args\n')
+    (fake / 'python3').chmod(0o755)
+    mmcv = tmp_path / 'mmcv-2.1.0-cp312-cp312-linux_x86_64.whl'
+    mmcv.write_bytes(b'wheel')
+    env = {'PATH': f'{fake}:/usr/bin:/bin', 'PY_VERSION': '3.12'}
+    out = tmp_path / 'wheels'
+    done = subprocess.run(['bash', script, str(out), str(mmcv)], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    args = (tmp_path / 'pip_args').read_text().split()
+    pins = pinned()
+    for name in ('mmengine', 'mmdet', 'mmsegmentation', 'prettytable', 'lazy-importer'):
+        assert f'{name}=={pins[name]}' in [a.lower() for a in args], name
+    assert args[:4] == ['-m', 'pip', 'download', '--quiet'] and '--no-deps' in args
+    assert args[args.index('--python-version') + 1] == '3.12'
+    assert (out / mmcv.name).read_bytes() == b'wheel'
+    missing = subprocess.run(['bash', script, str(out), str(tmp_path / 'none.whl')], env=env,
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and 'no mmcv wheel at' in missing.stderr

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import ConfigDict
+from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
 from mmvminet import det_targets
@@ -121,10 +122,17 @@ ASSIGNERS = [  # Mask R-CNN's RPN and RoI assigners, and the other options' bran
 ]
 
 
+def max_iou_assigner(**options) -> MaxIoUAssigner:
+    """Built in mmdet's scope: its IoU calculator comes from the registry of the default scope,
+    which another test may have left at mmpretrain's."""
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MaxIoUAssigner(**options)
+
+
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('options', ASSIGNERS)
 def test_sync_free_assigner_equals_mmdets(device, options):
-    assigner = MaxIoUAssigner(**options)
+    assigner = max_iou_assigner(**options)
     rng = np.random.default_rng(2)
     for num_gts, num_priors in ((7, 300), (1, 50), (20, 40), (3, 1), (0, 30), (4, 0)):
         overlaps = overlaps_with_ties(rng, num_gts, num_priors, device)
@@ -138,7 +146,7 @@ def test_sync_free_assigner_equals_mmdets(device, options):
             assert torch.equal(mine, reference), (key, num_gts, num_priors)
         if num_gts > 1 and num_priors > 1 and options.get('match_low_quality', True):
             # the low-quality step did decide something here: not a vacuous comparison
-            without = MaxIoUAssigner(**dict(options, match_low_quality=False))
+            without = max_iou_assigner(**dict(options, match_low_quality=False))
             plain = det_targets.MMDET_ASSIGN_WRT_OVERLAPS(without, overlaps, labels)
             assert not torch.equal(plain.gt_inds, theirs.gt_inds)
 
@@ -151,7 +159,7 @@ def test_sync_free_assigner_in_a_whole_assign():
                           dtype=torch.float32)
     gt = InstanceData(bboxes=priors[rng.choice(500, 9, replace=False)] + 1.5,
                       labels=torch.tensor(rng.integers(0, 5, 9)))
-    assigner = MaxIoUAssigner(**ASSIGNERS[0])
+    assigner = max_iou_assigner(**ASSIGNERS[0])
     reference = assigner.assign(InstanceData(priors=priors), gt)
     det_targets.use_sync_free_assigner(True)
     ours = assigner.assign(InstanceData(priors=priors), gt)

@@ -20,12 +20,13 @@ the GPU queue is empty, and in copies; every blocking copy and ``.item()`` is a 
 device ms (the kernels the part launched), the operators it dispatched (each costs the host
 a few microseconds whatever its size) and of them the ones that must read the device's data on
 the host (``nonzero``, ``.item()`` and Python's ``bool`` / ``int`` of a tensor, ``unique``,
-``masked_select``: on a GPU each is a sync; counted on the CPU too, where no other column says
-anything about a GPU step). The totals say how much of the iteration the GPU was busy
-(union of kernel intervals). Then the operators and autograd nodes that took the most host time
-of their own (self time: their sub-operators not included; ``cudaLaunchKernel``'s is the cost of
-launching), to say which ones a host-bound step should lose first. Without --fast-det-train it is mmdet's own path (a
-``FastDetTrainHook`` of the config is dropped); with it, the same run with the hook
+``masked_select``: on a GPU each is a sync, except an ``.item()`` of a CPU tensor such as
+AdamW's step count; counted on the CPU too, where no other column says anything about a GPU
+step). The totals say how much of the iteration the GPU was busy (union of kernel intervals).
+Then the operators and autograd nodes that took the most host time of their own (self time:
+their sub-operators not included; ``cudaLaunchKernel``'s is the cost of launching), to say
+which ones a host-bound step should lose first. Without --fast-det-train it is mmdet's own path
+(a ``FastDetTrainHook`` of the config is dropped); with it, the same run with the hook
 (mmvminet/det_targets.py).
 
 Writes the rows and the totals with the device, versions and command to --out (JSON) and a

@@ -512,8 +512,9 @@ def add_ratios(rows: List[Dict]):
 
 def best_vs_best(rows: List[Dict]) -> List[Dict]:
     """Each model's fastest training step over the backbone modes (and detector paths) it ran
-    in, against the fastest of its task's Swin-T: speed-up (its ms / ours) and memory (ours / its), and the modes
-    Swin-T's step was measured in (best against best only if they are the model's)."""
+    in, against the fastest of its task's Swin-T: speed-up (its ms / ours) and memory (ours /
+    its), and the modes Swin-T's step was measured in (best against best only if they are the
+    model's)."""
     best, measured = {}, {}
     for row in rows:
         if row.get('train_ms'):

@@ -20,7 +20,6 @@ import argparse
 import logging
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -33,6 +32,7 @@ if str(ROOT) not in sys.path:
 from mmvminet.models import VMINet  # noqa: E402
 from tools.analysis.benchmark import (comma_list, environment, fmt, table,  # noqa: E402
                                       write_json)
+from tools.analysis.benchmark_dense import time_steps  # noqa: E402
 
 #: --modes -> torch.compile's dynamic argument (None: eager)
 MODES = {'eager': None, 'static': False, 'dynamic': True}
@@ -67,17 +67,6 @@ def parse_args(argv=None):
     args.modes = comma_list(args.modes, MODES, '--modes')
     args.shapes = parse_shapes(args.shapes)
     return args
-
-
-def timed(fn: Callable[[], object], device: str) -> float:
-    """Milliseconds of one call of fn."""
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    return 1e3 * (time.perf_counter() - start)
 
 
 def backbone_step(model, x: torch.Tensor, device: str) -> Callable[[], object]:
@@ -118,15 +107,17 @@ def measure_mode(mode: str, args) -> Dict:
     if MODES[mode] is not None:
         model.forward = torch.compile(model.forward, dynamic=MODES[mode])
     per_shape = []
-    for h, w in args.shapes:
-        x = torch.randn(args.batch, 3, h, w, device=args.device)
-        step = backbone_step(model, x, args.device)
-        first = timed(step, args.device)
-        steady = statistics.median(timed(step, args.device) for _ in range(args.steps))
-        per_shape.append(dict(shape=f'{h}x{w}', first_ms=first, steady_ms=steady))
-        print(f'{mode:8s} {h}x{w}: first call {first:9.1f} ms, then {steady:7.2f} ms',
-              flush=True)
-    logging.getLogger(RecompileReasons.LOGGER).removeHandler(reasons)
+    try:
+        for h, w in args.shapes:
+            x = torch.randn(args.batch, 3, h, w, device=args.device)
+            step = backbone_step(model, x, args.device)
+            first = time_steps(step, 1, args.device)[0]
+            steady = statistics.median(time_steps(step, args.steps, args.device))
+            per_shape.append(dict(shape=f'{h}x{w}', first_ms=first, steady_ms=steady))
+            print(f'{mode:8s} {h}x{w}: first call {first:9.1f} ms, then {steady:7.2f} ms',
+                  flush=True)
+    finally:
+        logging.getLogger(RecompileReasons.LOGGER).removeHandler(reasons)
     return dict(mode=mode, shapes=per_shape,
                 graphs=torch._dynamo.utils.counters['stats']['unique_graphs'],
                 recompile_reasons=reasons.reasons,

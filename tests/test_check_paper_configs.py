@@ -152,6 +152,19 @@ def test_end_to_end_on_the_cpu(coco_data, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert 'finished by an earlier command: upernet_vminet' in printed
     assert 'training 0 models at once' in printed
+    # ... one trained to its end but stopped in its final validation (no metrics) is evaluated
+    # at its last checkpoint with tools/test.py, not resumed (which trains nothing and evaluates
+    # nothing), and counts as a whole run
+    scalars = next((tmp_path / 'w' / 'upernet_vminet').glob('*/vis_data/scalars.json'))
+    scalars.write_text(''.join(line for line in scalars.read_text().splitlines(keepends=True)
+                               if 'mIoU' not in line))
+    (evaluated, ) = check.main(args + ['--seg-iters', '2'])['rows']
+    assert evaluated['status'] == 'ok, evaluated at iter 2 by tools/test.py'
+    assert evaluated['mIoU'] == pytest.approx(row['mIoU'], abs=1e-6)
+    printed = capsys.readouterr().out
+    assert 'not evaluated: upernet_vminet' in printed and 'training 0 models at once' in printed
+    assert 'not a whole run' not in printed
+    assert 'resumed epoch' not in (tmp_path / 'w' / 'upernet_vminet.log').read_text()
     # ... and one with a checkpoint short of its schedule goes on from it
     (longer, ) = check.main(args + ['--seg-iters', '3'])['rows']
     assert longer['status'] == 'ok' and longer['iters'] == 3 and longer['mIoU'] is not None

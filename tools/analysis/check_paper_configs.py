@@ -40,7 +40,10 @@ its log) and fails the command (exit 1). Under --time-limit every run saves a ch
 its row saying so: a cut schedule, for a look at how far each got, not a verdict. --resume
 then goes on where such a command stopped (on a machine lent for a fixed time, the next call):
 a run that finished is reported as it is, a run with a checkpoint continues from it
-(``tools/train.py --resume``: same schedule, same data order), the others start over.
+(``tools/train.py --resume``: same schedule, same data order), the others start over. A run whose
+last checkpoint is its schedule's last iteration but that has no metrics (stopped during its final
+validation) is not trained again: it is evaluated at that checkpoint with tools/test.py, and its
+row is a whole run ("ok, evaluated at iter N by tools/test.py").
 """
 import argparse
 import json
@@ -311,7 +314,7 @@ def verdicts(rows: List[Dict]) -> List[str]:
             lines.append(f"{row['name']}: no ratio (a run failed or the baseline did not run)")
         else:
             met = 'met' if ratio >= TARGET else 'NOT met'
-            cut = '' if row['status'] == 'ok' else f" (not a whole run: {row['status']})"
+            cut = '' if whole_run(row) else f" (not a whole run: {row['status']})"
             lines.append(f"{row['name']}: {ratio:.2f}x the {METRICS[row['task']]} of "
                          f"{MODELS[BASELINES[row['task']]].name}, target {TARGET}x {met}{cut}")
     return lines
@@ -379,8 +382,18 @@ def checkpoint_iter(path: Optional[str]) -> Optional[int]:
 def finished(key: str, cfg: Config, work_dir: str) -> bool:
     """Did an earlier command train this run to its end and evaluate it?"""
     run_dir = osp.join(work_dir, key)
-    return (checkpoint_iter(last_checkpoint(run_dir)) == cfg.train_cfg.max_iters
+    return (trained_to_end(key, cfg, work_dir)
             and any(METRICS[MODELS[key].task] in r for r in read_scalars(run_dir)))
+
+
+def trained_to_end(key: str, cfg: Config, work_dir: str) -> bool:
+    """Is this run's last checkpoint the last iteration of its schedule?"""
+    return checkpoint_iter(last_checkpoint(osp.join(work_dir, key))) == cfg.train_cfg.max_iters
+
+
+def whole_run(row: Dict) -> bool:
+    """Was this row's model trained through its whole schedule and evaluated at its end?"""
+    return row['status'].startswith('ok')
 
 
 def evaluate_stopped(keys: List[str], work_dir: str) -> Dict[str, Dict]:
@@ -414,9 +427,16 @@ def run_all(args, cuda: bool) -> List[Dict]:
             if args.resume and finished(key, cfg, args.work_dir)}
     if done:
         print(f'finished by an earlier command: {", ".join(sorted(done))}', flush=True)
+    # resumed, such a run would only skip its data (minutes) and end without a validation
+    unevaluated = {key for key, cfg in configs.items() if args.resume and key not in done
+                   and trained_to_end(key, cfg, args.work_dir)}
+    if unevaluated:
+        print(f'trained to the end by an earlier command, not evaluated: '
+              f'{", ".join(sorted(unevaluated))} (tools/test.py at the last checkpoint)',
+              flush=True)
     procs = {key: launch(key, cfg, args.work_dir, args.resume
                          and last_checkpoint(osp.join(args.work_dir, key)) is not None)
-             for key, cfg in configs.items() if key not in done}
+             for key, cfg in configs.items() if key not in done | unevaluated}
     print(f'training {len(procs)} models at once: {", ".join(procs)} (logs: {args.work_dir}/'
           'NAME.log)', flush=True)
     started = time.time()
@@ -434,25 +454,34 @@ def run_all(args, cuda: bool) -> List[Dict]:
                     stopped.add(key)
             for proc in procs.values():
                 proc.wait()
-    at_stop = evaluate_stopped(sorted(stopped), args.work_dir)
+    at_stop = evaluate_stopped(sorted(stopped | unevaluated), args.work_dir)
     rows = []
     for key in configs:
         proc, task = procs.get(key), MODELS[key].task
         row = {'key': key, 'name': model_name(key, args.arch), 'task': task,
                'config': MODELS[key].config.format(arch=args.arch),
                **summarize_run(task, read_scalars(osp.join(args.work_dir, key)))}
-        ok = (key in done or proc.returncode == 0) and row.get(METRICS[task]) is not None
+        ok = ((key in done or (proc is not None and proc.returncode == 0))
+              and row.get(METRICS[task]) is not None)
+        evaluated_iter = at_stop.get(key, {}).get('evaluated_iter')
         if ok:
             row['status'] = 'ok'
+        elif evaluated_iter == configs[key].train_cfg.max_iters:  # a whole run all the same
+            row.update({k: at_stop[key].get(k) for k in row if k in at_stop[key]})
+            row['status'] = f'ok, evaluated at iter {evaluated_iter} by tools/test.py'
+            ok = True
         elif key in stopped:
             row['status'] = f"stopped at --time-limit, iter {row['iters']}"
             if key in at_stop:  # its schedule was cut short: not comparable with a whole run
                 row.update({k: at_stop[key].get(k) for k in row if k in at_stop[key]})
                 row['status'] += f"; evaluated at iter {at_stop[key]['evaluated_iter']}"
+        elif key in unevaluated:
+            row['status'] = 'failed (tools/test.py at its last checkpoint)'
         else:
             row['status'] = f"failed (exit {proc.returncode if proc else 'before this command'})"
         if not ok and key not in stopped:
-            row['log_tail'] = log_tail(osp.join(args.work_dir, f'{key}.log'))
+            log = f'{key}.eval.log' if key in unevaluated else f'{key}.log'
+            row['log_tail'] = log_tail(osp.join(args.work_dir, log))
         rows.append(row)
     add_ratios(rows)
     return rows
@@ -483,7 +512,7 @@ def main(argv=None) -> Dict:
         f"{env['device']}, torch {env['torch']}, mmcv {env['mmcv']}, mmdet {env['mmdet']}, "
         f"mmseg {env['mmseg']}, git {env['git']}\n\n    {env['command']}\n\n{table}\n\n"
         + '\n'.join(report['verdicts']) + '\n')
-    if any(r['status'] != 'ok' for r in rows):
+    if not all(whole_run(r) for r in rows):
         sys.exit(1)
     return report
 

@@ -267,19 +267,22 @@ class CompileBackboneHook(Hook):
 
     ``mode='reduce-overhead'`` (the default) replays the compiled forward and backward as CUDA
     graphs, so the backbone costs the host no kernel launches (docs/benchmarks.md has UperNet's
-    steps with it, on an H200); ``'default'`` compiles without graphs. Only training calls
-    take the compiled path: in eval mode or without grad (validation, testing, whose image
-    sizes vary) the backbone runs eagerly. Every new input shape compiles (and records) once
-    more, so this pays off where training batches have one shape (UperNet's crops), not with
-    keep-ratio detection batches. The checkpoint is unchanged: only the bound ``forward`` of
-    the backbone is replaced."""
+    steps with it, on an H200); ``'default'`` compiles without graphs. ``with_neck=True``
+    compiles the model's ``extract_feat`` instead, the backbone and the neck in one graph (mmdet's
+    and mmseg's models call it for their feature maps), so the neck's launches go too. Only
+    training calls take the compiled path: in eval mode or without grad (validation, testing,
+    whose image sizes vary) the backbone runs eagerly. Every new input shape compiles (and
+    records) once more, so this pays off where training batches have one shape (UperNet's
+    crops), not with keep-ratio detection batches. The checkpoint is unchanged: only the bound
+    ``forward`` (or ``extract_feat``) is replaced."""
     priority = 'VERY_LOW'  # after everything that edits or replaces the model before training
     MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 
-    def __init__(self, mode: str = 'reduce-overhead'):
+    def __init__(self, mode: str = 'reduce-overhead', with_neck: bool = False):
         if mode not in self.MODES:
             raise ValueError(f'CompileBackboneHook: mode {mode!r} is not one of {self.MODES}')
         self.mode = mode
+        self.with_neck = with_neck
 
     def before_train(self, runner):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
@@ -287,16 +290,23 @@ class CompileBackboneHook(Hook):
         if not isinstance(backbone, torch.nn.Module):
             raise ReportableError(f'CompileBackboneHook: {type(model).__name__} has no '
                                   '`backbone` module to compile')
-        eager = backbone.forward
+        if self.with_neck and not (isinstance(getattr(model, 'neck', None), torch.nn.Module)
+                                   and callable(getattr(model, 'extract_feat', None))):
+            raise ReportableError(f'CompileBackboneHook: with_neck=True needs a model with a '
+                                  f'`neck` and `extract_feat`; {type(model).__name__} has not')
+        owner, name = (model, 'extract_feat') if self.with_neck else (backbone, 'forward')
+        eager = getattr(owner, name)
         compiled = torch.compile(eager, dynamic=False, mode=self.mode)
 
-        def forward(*args, **kwargs):
+        def call(*args, **kwargs):
             if backbone.training and torch.is_grad_enabled():
                 return compiled(*args, **kwargs)
             return eager(*args, **kwargs)
 
-        backbone.forward = forward
-        print_log(f'CompileBackboneHook: {type(backbone).__name__} compiled for training '
+        setattr(owner, name, call)
+        what = (f'{type(backbone).__name__} and {type(model.neck).__name__} (extract_feat)'
+                if self.with_neck else type(backbone).__name__)
+        print_log(f'CompileBackboneHook: {what} compiled for training '
                   f"(torch.compile mode '{self.mode}'; the first steps compile)",
                   logger='current')
 

@@ -107,7 +107,7 @@ def test_prepare_config(dense):
     assert cpu.optim_wrapper.type == 'OptimWrapper' and 'dtype' not in cpu.optim_wrapper
 
 
-def test_compile_modes_wrap_only_the_backbone(dense, monkeypatch):
+def test_compile_modes_wrap_only_the_backbone_or_extract_feat(dense, monkeypatch):
     args = dense.parse_args(['--device', 'cpu', '--backbone-modes', 'eager,compile,cudagraph'])
     assert args.backbone_modes == ['eager', 'compile', 'cudagraph']
     cfg = dense.prepare_config(dense.load_config(dense.resolve_config(
@@ -124,7 +124,14 @@ def test_compile_modes_wrap_only_the_backbone(dense, monkeypatch):
         assert original.__func__ is type(compiled.backbone).forward
         assert not hasattr(compiled.decode_head.forward, '_torchdynamo_orig_callable')
         assert list(compiled.state_dict()) == list(eager.state_dict())
+    # cudagraph_neck: the model's extract_feat (backbone and neck), the backbone's forward as is
+    with_neck = dense.build(cfg, args, 'cudagraph_neck')
+    original = with_neck.extract_feat._torchdynamo_orig_callable
+    assert original.__func__ is type(with_neck).extract_feat
+    assert not hasattr(with_neck.backbone.forward, '_torchdynamo_orig_callable')
+    assert list(with_neck.state_dict()) == list(eager.state_dict())
     assert modes == [dict(dynamic=False, mode='default'),
+                     dict(dynamic=False, mode='reduce-overhead'),
                      dict(dynamic=False, mode='reduce-overhead')]
 
 
@@ -294,3 +301,18 @@ def test_det_paths_switch_the_mask_targets_for_their_rows(dense, monkeypatch):
     assert all(r['errors'][0] == 'train: RuntimeError: stop' for r in results['rows'])
     with pytest.raises(SystemExit):
         dense.parse_args(['--device', 'cpu', '--det-paths', 'slow'])
+
+
+def test_backbone_timing_with_the_neck_times_extract_feat(dense, monkeypatch, one_thread):
+    args = dense.parse_args(TINY)
+    cfg = dense.prepare_config(dense.load_config(dense.resolve_config(
+        dense.SPECS['upernet_vminet_s'].config)), 'seg', args)
+    model = dense.build(cfg, args, 'eager')
+    data = dense.seg_batch(args.seg_shape, args.batch, dense.num_classes(cfg, 'seg'))
+    calls = []
+    extract_feat = model.extract_feat
+    monkeypatch.setattr(model, 'extract_feat', lambda x: calls.append(x.shape) or extract_feat(x))
+    timing = dense.measure_backbone(model, data, 'seg', args, with_neck=True)
+    assert timing['train_backbone_ms'] > 0
+    assert calls == [(2, 3, 64, 64)] * (args.warmup + args.steps)
+    assert all(p.grad is None for p in model.parameters())  # dropped after each step

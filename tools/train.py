@@ -1,7 +1,7 @@
 """Train any mmvminet config: mmpretrain classification, mmdet detection or mmseg segmentation.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--skip-bad-images]
-                                 [--compile-backbone [MODE]]
+                                 [--compile-backbone [MODE] [--compile-with-neck]]
                                  [--cfg-options data_root=PATH key=value ...]
     tools/dist_train.sh CONFIG GPUS [args]          # torchrun, one node or many
 
@@ -46,6 +46,9 @@ def parse_args(argv=None):
                         help='train with the backbone compiled by torch.compile in MODE '
                         '(default reduce-overhead: CUDA graphs); for batches of one shape, '
                         'such as UperNet\'s crops')
+    parser.add_argument('--compile-with-neck', action='store_true',
+                        help='with --compile-backbone: compile the backbone and the neck '
+                        'together (the model\'s extract_feat), one graph')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by total batch / the config\'s base_batch_size')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
@@ -77,8 +80,11 @@ def build_runner(args) -> Runner:
     add_custom_hooks(cfg, 'RNGStateHook', 'StopOnNonFiniteLossHook', 'CheckDatasetsHook')
     if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
         add_custom_hooks(cfg, 'AmpOverflowHook')
+    if args.compile_with_neck and not args.compile_backbone:
+        raise ReportableError('--compile-with-neck goes with --compile-backbone [MODE]')
     if args.compile_backbone:
-        add_custom_hooks(cfg, dict(type='CompileBackboneHook', mode=args.compile_backbone))
+        add_custom_hooks(cfg, dict(type='CompileBackboneHook', mode=args.compile_backbone,
+                                   with_neck=args.compile_with_neck))
     use_checked_image_loading(cfg, skip_bad=args.skip_bad_images)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
     init_distributed(cfg, args.launcher, get_device())

@@ -17,8 +17,10 @@ reverted to BN (one device, no DDP).
 --backbone-modes (comma separated; default eager) says how every model's backbone, ours and Swin-T
 alike, runs; each model is measured once per mode, one row each: 'eager'; 'compile'
 (torch.compile, static shapes); 'cudagraph' (torch.compile's 'reduce-overhead' mode: the compiled
-forward and backward are replayed as CUDA graphs, so the backbone costs the host no launches).
-The necks and heads, whose shapes depend on the data, stay eager. --compile-backbone is short for
+forward and backward are replayed as CUDA graphs, so the backbone costs the host no launches);
+'cudagraph_neck' (the same for the model's ``extract_feat``: backbone and neck in one graph, as
+``CompileBackboneHook(with_neck=True)`` trains). The heads, whose shapes depend on the data, stay
+eager. --compile-backbone is short for
 --backbone-modes compile.
 
 A training step is what mmengine's runner does per iteration: ``model.train_step`` (data
@@ -43,9 +45,9 @@ included). On CPU everything runs in fp32 (AmpOptimWrapper needs an accelerator)
 
 After the training steps, the backbone alone is timed the same way on the step's own
 preprocessed batch: forward, and backward from the mean of its outputs, under the task's autocast
-(``train_backbone_ms``; a failure there is a 'backbone' error and keeps the step's timings). The
-rest of the step (``train_rest_ms``: the step's median less the backbone's) is what no backbone
-can make faster: data to the device, neck, heads, target assignment, losses, optimizer.
+(``train_backbone_ms``, the backbone and neck together in 'cudagraph_neck' mode; a failure
+there is a 'backbone' error and keeps the step's timings). The rest of the step
+(``train_rest_ms``: the step's median less the backbone's) is what no backbone can make faster: data to the device, neck, heads, target assignment, losses, optimizer.
 ``train_free_backbone_speedup_vs_swin`` is Swin-T's step over that rest: the most any backbone
 could give in this model and mode.
 
@@ -120,7 +122,10 @@ BASELINES = {'det': 'mask_rcnn_swin_t', 'seg': 'upernet_swin_t'}
 #: task -> autocast dtype on CUDA (Mask R-CNN: mmcv's RoIAlign has no bf16 kernel)
 TASK_DTYPES = {'det': 'fp16', 'seg': 'bf16'}
 #: --backbone-modes -> torch.compile mode (None: eager)
-BACKBONE_MODES = {'eager': None, 'compile': 'default', 'cudagraph': 'reduce-overhead'}
+BACKBONE_MODES = {'eager': None, 'compile': 'default', 'cudagraph': 'reduce-overhead',
+                  'cudagraph_neck': 'reduce-overhead'}
+#: the --backbone-modes that compile the model's extract_feat (backbone and neck), not the backbone
+WITH_NECK = {'cudagraph_neck'}
 #: --det-paths -> whether the detectors train with FastDetTrainHook's changes
 DET_PATHS = {'mmdet': False, 'fast': True}
 
@@ -268,8 +273,9 @@ def build(cfg: Config, args, mode: str = 'eager'):
         model = model.to(memory_format=torch.channels_last)
     if BACKBONE_MODES[mode] is not None:
         # the bound method, not the module: state-dict keys and the heads stay as they are
-        model.backbone.forward = torch.compile(model.backbone.forward, dynamic=False,
-                                               mode=BACKBONE_MODES[mode])
+        owner, name = (model, 'extract_feat') if mode in WITH_NECK else (model.backbone, 'forward')
+        setattr(owner, name, torch.compile(getattr(owner, name), dynamic=False,
+                                           mode=BACKBONE_MODES[mode]))
     return model.train()
 
 
@@ -390,20 +396,21 @@ def measure_train(model, data, cfg: Config, args) -> Dict:
     return result
 
 
-def measure_backbone(model, data, task: str, args) -> Dict:
-    """The backbone's share of a training step on ``data``, timed alone: forward on the
-    preprocessed batch (N, 3, H, W) under the task's autocast, backward from the mean of its
-    outputs (each (N, C_i, H_i, W_i)), gradients dropped after each step as the optimizer's
-    ``zero_grad`` does (a compiled backbone's gradients may live in CUDA-graph memory that the
-    next replay overwrites)."""
+def measure_backbone(model, data, task: str, args, with_neck: bool = False) -> Dict:
+    """The backbone's share of a training step on ``data`` (with the neck: the model's
+    ``extract_feat``), timed alone: forward on the preprocessed batch (N, 3, H, W) under the
+    task's autocast, backward from the mean of its outputs (each (N, C_i, H_i, W_i)), gradients
+    dropped after each step as the optimizer's ``zero_grad`` does (a compiled backbone's
+    gradients may live in CUDA-graph memory that the next replay overwrites)."""
     with torch.no_grad():
         inputs = model.data_preprocessor(data, training=True)['inputs']
+    features = model.extract_feat if with_neck else model.backbone
 
     def step():
         with autocast(task, args.device):
-            outputs = model.backbone(inputs)
+            outputs = features(inputs)
         sum(out.float().mean() for out in outputs).backward()
-        model.backbone.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
 
     warm_up(step, args.warmup)
     return dict(train_backbone_ms=statistics.median(time_steps(step, args.steps, args.device)))
@@ -464,7 +471,8 @@ def benchmark_model(key: str, mode: str, args, det_path: Optional[str] = None) -
         row['cudnn_benchmark'] = bool(cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
         torch.backends.cudnn.benchmark = row['cudnn_benchmark'] and args.device == 'cuda'
         phases = [('train', lambda: measure_train(model, data, cfg, args)),
-                  ('backbone', lambda: measure_backbone(model, data, spec.task, args))
+                  ('backbone', lambda: measure_backbone(model, data, spec.task, args,
+                                                        with_neck=mode in WITH_NECK))
                   ] if args.train else []
         if args.infer:
             phases.append(('infer', lambda: measure_infer(model, data, spec.task, args)))

@@ -160,7 +160,7 @@ def test_failure_is_recorded_not_fatal(dense, tmp_path, monkeypatch):
 
 def test_backbone_failure_keeps_the_step(dense, monkeypatch):
     """A backbone timed alone that fails (as a compiled one can) is an error of its own phase."""
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise RuntimeError('accessing tensor output of CUDAGraphs that has been overwritten')
 
     monkeypatch.setattr(dense, 'measure_train', lambda *args: dict(train_ms=12.5))

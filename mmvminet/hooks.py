@@ -261,6 +261,13 @@ class FastDetTrainHook(Hook):
         use_fast_det_train(False)
 
 
+def compiled_part(model, with_neck: bool):
+    """``(owner, name)`` of the bound method that compiling the backbone replaces: the
+    backbone's ``forward``, or with the neck the model's ``extract_feat`` (backbone and neck,
+    as mmdet's and mmseg's models call them for their feature maps)."""
+    return (model, 'extract_feat') if with_neck else (model.backbone, 'forward')
+
+
 @HOOKS.register_module()
 class CompileBackboneHook(Hook):
     """Train with the model's backbone compiled by ``torch.compile`` (static shapes).
@@ -294,7 +301,7 @@ class CompileBackboneHook(Hook):
                                    and callable(getattr(model, 'extract_feat', None))):
             raise ReportableError(f'CompileBackboneHook: with_neck=True needs a model with a '
                                   f'`neck` and `extract_feat`; {type(model).__name__} has not')
-        owner, name = (model, 'extract_feat') if self.with_neck else (backbone, 'forward')
+        owner, name = compiled_part(model, self.with_neck)
         eager = getattr(owner, name)
         compiled = torch.compile(eager, dynamic=False, mode=self.mode)
 

@@ -47,7 +47,8 @@ After the training steps, the backbone alone is timed the same way on the step's
 preprocessed batch: forward, and backward from the mean of its outputs, under the task's autocast
 (``train_backbone_ms``, the backbone and neck together in 'cudagraph_neck' mode; a failure
 there is a 'backbone' error and keeps the step's timings). The rest of the step
-(``train_rest_ms``: the step's median less the backbone's) is what no backbone can make faster: data to the device, neck, heads, target assignment, losses, optimizer.
+(``train_rest_ms``: the step's median less the backbone's) is what no backbone can make
+faster: data to the device, neck, heads, target assignment, losses, optimizer.
 ``train_free_backbone_speedup_vs_swin`` is Swin-T's step over that rest: the most any backbone
 could give in this model and mode.
 
@@ -83,6 +84,7 @@ if str(ROOT) not in sys.path:
 
 from mmengine.config import Config  # noqa: E402
 
+from mmvminet.hooks import compiled_part  # noqa: E402
 from mmvminet.registry import build_model  # noqa: E402
 from mmvminet.runner_utils import load_config  # noqa: E402
 from tools.analysis.benchmark import environment as classification_environment  # noqa: E402
@@ -273,7 +275,7 @@ def build(cfg: Config, args, mode: str = 'eager'):
         model = model.to(memory_format=torch.channels_last)
     if BACKBONE_MODES[mode] is not None:
         # the bound method, not the module: state-dict keys and the heads stay as they are
-        owner, name = (model, 'extract_feat') if mode in WITH_NECK else (model.backbone, 'forward')
+        owner, name = compiled_part(model, with_neck=mode in WITH_NECK)
         setattr(owner, name, torch.compile(getattr(owner, name), dynamic=False,
                                            mode=BACKBONE_MODES[mode]))
     return model.train()

@@ -464,17 +464,17 @@ def run_all(args, cuda: bool) -> List[Dict]:
         ok = ((key in done or (proc is not None and proc.returncode == 0))
               and row.get(METRICS[task]) is not None)
         evaluated_iter = at_stop.get(key, {}).get('evaluated_iter')
+        if not ok and key in at_stop:  # evaluated at its last checkpoint by tools/test.py
+            row.update({k: at_stop[key].get(k) for k in row if k in at_stop[key]})
         if ok:
             row['status'] = 'ok'
         elif evaluated_iter == configs[key].train_cfg.max_iters:  # a whole run all the same
-            row.update({k: at_stop[key].get(k) for k in row if k in at_stop[key]})
             row['status'] = f'ok, evaluated at iter {evaluated_iter} by tools/test.py'
             ok = True
         elif key in stopped:
             row['status'] = f"stopped at --time-limit, iter {row['iters']}"
             if key in at_stop:  # its schedule was cut short: not comparable with a whole run
-                row.update({k: at_stop[key].get(k) for k in row if k in at_stop[key]})
-                row['status'] += f"; evaluated at iter {at_stop[key]['evaluated_iter']}"
+                row['status'] += f'; evaluated at iter {evaluated_iter}'
         elif key in unevaluated:
             row['status'] = 'failed (tools/test.py at its last checkpoint)'
         else:

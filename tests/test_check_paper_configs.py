@@ -172,6 +172,21 @@ def test_end_to_end_on_the_cpu(coco_data, tmp_path, capsys):
     assert 'resumed epoch: 0, iter: 2' in log and log.count('Iter(train)') == 2
 
 
+def test_resume_goes_on_with_a_stopped_detector(coco_data, tmp_path):
+    """The second call of a check split by --time-limit: a detector (mmdet's loop, batch sampler
+    and COCO evaluation) with a checkpoint short of its schedule goes on from it."""
+    args = ['--data', str(coco_data), '--work-dir', str(tmp_path / 'w'), '--arch', 'xs',
+            '--models', 'mask_rcnn_vminet', '--warmup', '1', '--num-train', '3', '--num-val',
+            '2', '--loader-workers', '0', '--out', str(tmp_path / 'report.json')]
+    (first, ) = check.main(args + ['--det-iters', '1'])['rows']
+    assert first['status'] == 'ok' and first['iters'] == 1
+    (longer, ) = check.main(args + ['--det-iters', '2', '--resume'])['rows']
+    assert longer['status'] == 'ok' and longer['iters'] == 2
+    assert longer['coco/bbox_mAP'] is not None and longer['coco/segm_mAP'] is not None
+    log = (tmp_path / 'w' / 'mask_rcnn_vminet.log').read_text()  # both commands' runs
+    assert 'resumed epoch: 0, iter: 1' in log and 'Advance dataloader 1 steps' in log
+
+
 def test_time_limit_stops_the_runs_and_still_reports(coco_data, tmp_path, capsys):
     out = tmp_path / 'report.json'
     with pytest.raises(SystemExit) as exit_info:

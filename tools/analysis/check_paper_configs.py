@@ -381,9 +381,8 @@ def checkpoint_iter(path: Optional[str]) -> Optional[int]:
 
 def finished(key: str, cfg: Config, work_dir: str) -> bool:
     """Did an earlier command train this run to its end and evaluate it?"""
-    run_dir = osp.join(work_dir, key)
-    return (trained_to_end(key, cfg, work_dir)
-            and any(METRICS[MODELS[key].task] in r for r in read_scalars(run_dir)))
+    return (trained_to_end(key, cfg, work_dir) and any(
+        METRICS[MODELS[key].task] in r for r in read_scalars(osp.join(work_dir, key))))
 
 
 def trained_to_end(key: str, cfg: Config, work_dir: str) -> bool:
@@ -465,7 +464,7 @@ def run_all(args, cuda: bool) -> List[Dict]:
               and row.get(METRICS[task]) is not None)
         evaluated_iter = at_stop.get(key, {}).get('evaluated_iter')
         if not ok and key in at_stop:  # evaluated at its last checkpoint by tools/test.py
-            row.update({k: at_stop[key].get(k) for k in row if k in at_stop[key]})
+            row.update({k: at_stop[key][k] for k in row if k in at_stop[key]})
         if ok:
             row['status'] = 'ok'
         elif evaluated_iter == configs[key].train_cfg.max_iters:  # a whole run all the same

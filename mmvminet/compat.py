@@ -15,6 +15,10 @@ Each fix is targeted, idempotent and tested (tests/test_compat.py):
    write the checkpoint and the ``last_checkpoint`` pointer in place, so a run killed mid-write
    leaves a truncated file that ``--resume`` then picks. We route both local writes through
    ``mmvminet.fileio.atomic_open`` (temporary file, fsync, ``os.replace``).
+4. ``prune_checkpoints_after_save``: ``CheckpointHook`` deletes its oldest kept checkpoint
+   before it writes the new one, so with ``max_keep_ckpts=1`` a run stopped during a save has
+   no checkpoint left, and ``--resume`` starts over. We delete the oldest only once the new one
+   is on disk (for a moment the disk holds one checkpoint more).
 """
 import importlib.metadata
 import importlib.util
@@ -22,6 +26,7 @@ import os
 import pickle
 import sys
 import warnings
+from collections import deque
 
 import numpy as np
 import torch
@@ -113,7 +118,43 @@ def atomic_runner_checkpoints():
     checkpoint_hook.open = pointer_open  # shadows the built-in for that module only
 
 
+def prune_checkpoints_after_save():
+    from mmengine.dist import is_main_process
+    from mmengine.hooks import CheckpointHook
+    save_with_step = CheckpointHook._save_checkpoint_with_step
+    if getattr(save_with_step, 'prunes_after_save', False):
+        return
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        keep = self.max_keep_ckpts
+        if keep <= 0:
+            return save_with_step(self, runner, step, meta)
+        # one place more, so that mmengine's save removes nothing; a deque of maxlen ``keep``
+        # would drop the oldest id without deleting its file
+        self.max_keep_ckpts = keep + 1
+        self.keep_ckpt_ids = deque(self.keep_ckpt_ids, keep + 1)
+        try:
+            save_with_step(self, runner, step, meta)
+        finally:
+            self.max_keep_ckpts = keep
+        while len(self.keep_ckpt_ids) > keep:
+            oldest = self.file_backend.join_path(
+                self.out_dir, self.filename_tmpl.format(self.keep_ckpt_ids.popleft()))
+            if not is_main_process():
+                continue
+            if self.file_backend.isfile(oldest):
+                self.file_backend.remove(oldest)
+            elif self.file_backend.isdir(oldest):  # deepspeed saves folders
+                self.file_backend.rmtree(oldest)
+        self.keep_ckpt_ids = deque(self.keep_ckpt_ids, keep)
+        runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+
+    _save_checkpoint_with_step.prunes_after_save = True
+    CheckpointHook._save_checkpoint_with_step = _save_checkpoint_with_step
+
+
 def apply_all():
     allow_mmengine_checkpoint_types()
     disable_mmpretrain_multimodal_under_transformers5()
     atomic_runner_checkpoints()
+    prune_checkpoints_after_save()

@@ -189,11 +189,11 @@ def test_resume_goes_on_with_a_stopped_detector(coco_data, tmp_path):
 
 def test_time_limit_stops_the_runs_and_still_reports(coco_data, tmp_path, capsys):
     out = tmp_path / 'report.json'
+    args = ['--data', str(coco_data), '--work-dir', str(tmp_path / 'w'), '--arch', 'xs',
+            '--models', 'upernet_vminet', '--seg-iters', '1000', '--num-train', '3',
+            '--num-val', '2', '--loader-workers', '0', '--time-limit', '0.01', '--out', str(out)]
     with pytest.raises(SystemExit) as exit_info:
-        check.main(['--data', str(coco_data), '--work-dir', str(tmp_path / 'w'), '--arch', 'xs',
-                    '--models', 'upernet_vminet', '--seg-iters', '1000', '--num-train', '3',
-                    '--num-val', '2', '--loader-workers', '0', '--time-limit', '0.01',
-                    '--out', str(out)])
+        check.main(args)
     assert exit_info.value.code == 1
     (row, ) = json.loads(out.read_text())['rows']
     assert row['status'].startswith('stopped at --time-limit') and row['mIoU'] is None
@@ -201,3 +201,8 @@ def test_time_limit_stops_the_runs_and_still_reports(coco_data, tmp_path, capsys
     cfg = check.Config.fromfile(str(tmp_path / 'w' / 'upernet_vminet' / 'config.py'))
     assert cfg.default_hooks.checkpoint.interval == 100  # --checkpoint-every's default
     assert 'stopped at --time-limit' in capsys.readouterr().out
+    # a run the stop left without a checkpoint is said to start over, not resumed in silence
+    with pytest.raises(SystemExit):
+        check.main(args + ['--resume'])
+    assert ('no checkpoint to resume from, trained from the start: upernet_vminet'
+            in capsys.readouterr().out)

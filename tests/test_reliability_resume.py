@@ -124,3 +124,41 @@ def test_runner_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
             raise KeyboardInterrupt
     assert pointer.read_text() == str(path)
     assert sorted(os.listdir(tmp_path)) == ['iter_2.pth', 'last_checkpoint']
+
+
+class SaveKilled(BaseException):
+    """A stop that no tool handler catches, as SIGTERM/SIGKILL would be."""
+
+
+def test_stop_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """mmengine's CheckpointHook removes its oldest kept checkpoint before writing the next: with
+    max_keep_ckpts=1, a run stopped while saving iter_2 had nothing left to resume from (the
+    H100 check_paper_configs run that started over). The oldest now goes once the new one is
+    written; uninterrupted, only the newest is kept, as asked."""
+    from test_reliability import run_tool, train_tool
+    config = write_cls_config(tmp_path / 'keep1.py', make_cls_data(tmp_path / 'data'), iters=3,
+                              interval=1)
+    keep_one = ['default_hooks.checkpoint.max_keep_ckpts=1']
+    straight = tmp_path / 'straight'
+    assert run_tool(train_tool, config, '--work-dir', str(straight), options=keep_one) is None
+    assert sorted(p.name for p in straight.glob('*.pth')) == ['iter_3.pth']
+    hub = torch.load(straight / 'iter_3.pth', weights_only=False)['message_hub']
+    assert hub['runtime_info']['keep_ckpt_ids'][-1] == 3
+
+    saves = []
+    torch_save = torch.save
+
+    def killed_at_the_second_save(obj, f, *args, **kwargs):
+        saves.append(f)
+        if len(saves) == 2:
+            raise SaveKilled
+        torch_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'save', killed_at_the_second_save)
+    stopped = tmp_path / 'stopped'
+    with pytest.raises(SaveKilled):
+        run_tool(train_tool, config, '--work-dir', str(stopped), options=keep_one)
+    monkeypatch.undo()
+    assert sorted(p.name for p in stopped.glob('*.pth')) == ['iter_1.pth']
+    assert (stopped / 'last_checkpoint').read_text() == str(stopped / 'iter_1.pth')
+    assert torch.load(stopped / 'iter_1.pth', weights_only=False)['meta']['iter'] == 1

@@ -433,9 +433,13 @@ def run_all(args, cuda: bool) -> List[Dict]:
         print(f'trained to the end by an earlier command, not evaluated: '
               f'{", ".join(sorted(unevaluated))} (tools/test.py at the last checkpoint)',
               flush=True)
-    procs = {key: launch(key, cfg, args.work_dir, args.resume
-                         and last_checkpoint(osp.join(args.work_dir, key)) is not None)
-             for key, cfg in configs.items() if key not in done | unevaluated}
+    to_train = [key for key in configs if key not in done | unevaluated]
+    resumable = {key for key in to_train
+                 if args.resume and last_checkpoint(osp.join(args.work_dir, key)) is not None}
+    if args.resume and set(to_train) - resumable:
+        print(f'no checkpoint to resume from, trained from the start: '
+              f'{", ".join(sorted(set(to_train) - resumable))}', flush=True)
+    procs = {key: launch(key, configs[key], args.work_dir, key in resumable) for key in to_train}
     print(f'training {len(procs)} models at once: {", ".join(procs)} (logs: {args.work_dir}/'
           'NAME.log)', flush=True)
     started = time.time()

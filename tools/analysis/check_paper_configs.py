@@ -436,9 +436,10 @@ def run_all(args, cuda: bool) -> List[Dict]:
     to_train = [key for key in configs if key not in done | unevaluated]
     resumable = {key for key in to_train
                  if args.resume and last_checkpoint(osp.join(args.work_dir, key)) is not None}
-    if args.resume and set(to_train) - resumable:
-        print(f'no checkpoint to resume from, trained from the start: '
-              f'{", ".join(sorted(set(to_train) - resumable))}', flush=True)
+    from_start = sorted(set(to_train) - resumable)
+    if args.resume and from_start:
+        print(f'no checkpoint to resume from, trained from the start: {", ".join(from_start)}',
+              flush=True)
     procs = {key: launch(key, configs[key], args.work_dir, key in resumable) for key in to_train}
     print(f'training {len(procs)} models at once: {", ".join(procs)} (logs: {args.work_dir}/'
           'NAME.log)', flush=True)

@@ -23,7 +23,8 @@ truth takes every prior it overlaps best, a later one overriding an earlier", is
 maximum over the (G, N) matrix, and the other steps are ``torch.where``: the same assignment,
 nothing read back. ``use_sync_free_assigner`` patches ``MaxIoUAssigner`` (and its subclasses).
 
-``use_fast_det_train`` switches both; ``mmvminet.hooks.FastDetTrainHook`` does so for a run.
+``use_fast_det_train`` switches both, and ``mmvminet.det_rpn``'s cached anchors and batched RPN
+proposals; ``mmvminet.hooks.FastDetTrainHook`` does so for a run.
 """
 from typing import List, Sequence
 
@@ -122,6 +123,8 @@ def use_sync_free_assigner(enabled: bool = True):
 
 
 def use_fast_det_train(enabled: bool = True):
-    """All of this module's replacements on, or mmdet's own code back."""
+    """All of this module's replacements and ``det_rpn``'s on, or mmdet's own code back."""
+    from .det_rpn import use_fast_rpn
     use_device_mask_targets(enabled)
     use_sync_free_assigner(enabled)
+    use_fast_rpn(enabled)

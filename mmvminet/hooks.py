@@ -247,9 +247,11 @@ class FastDecodeHeadLossHook(Hook):
 @HOOKS.register_module()
 class FastDetTrainHook(Hook):
     """For the run, mmdet's Mask R-CNN mask heads (``FCNMaskHead`` and its subclasses) compute
-    their targets with ``mmvminet.det_targets.mask_target`` (on the device, no host round trip)
-    and ``MaxIoUAssigner`` assigns with ``det_targets.assign_wrt_overlaps`` (no host sync): the
-    same targets and assignments (docs/benchmarks.md). Our detection configs name it."""
+    their targets with ``mmvminet.det_targets.mask_target`` (on the device, no host round trip),
+    ``MaxIoUAssigner`` assigns with ``det_targets.assign_wrt_overlaps`` (no host sync),
+    ``AnchorGenerator`` reuses its anchors for repeated feature-map sizes and ``RPNHead`` makes
+    the batch's proposals at once (``mmvminet.det_rpn``): the same targets, assignments and
+    proposals (docs/benchmarks.md). Our detection configs name it."""
     priority = 'VERY_HIGH'
 
     def before_run(self, runner):

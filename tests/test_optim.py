@@ -82,3 +82,47 @@ def test_state_of_the_other_constructor_is_refused():
     few = optim_wrapper(model, 'MergedGroupsOptimWrapperConstructor')
     with pytest.raises(ValueError, match='parameter groups'):
         few.load_state_dict(per_param.state_dict())
+
+
+def detection_optim_wrapper(model, fused: bool, device: str):
+    """Our detection schedule's optimizer wrapper (fp16 AMP on CUDA, as it trains; plain on the
+    CPU), with its fused AdamW or torch's default implementation."""
+    from mmengine.config import Config
+    cfg = Config.fromfile('configs/_base_/schedules/mask_rcnn_adamw_1x.py').optim_wrapper
+    assert cfg.optimizer.fused  # what the detection configs train with
+    cfg.optimizer.fused = fused
+    if device == 'cpu':
+        cfg = {k: v for k, v in cfg.items() if k not in ('type', 'dtype', 'loss_scale')}
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return build_optim_wrapper(model, cfg)
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+def test_fused_adamw_gives_the_default_updates(device):
+    """The detection schedule's fused AdamW updates every parameter as torch's default AdamW
+    does, up to float rounding, in its merged groups (with and without weight decay); on CUDA
+    under AmpOptimWrapper's dynamic loss scale, where a step whose gradients overflow is skipped
+    by both alike."""
+    torch.manual_seed(0)
+    default, fused = Net().to(device), Net().to(device)
+    fused.load_state_dict(default.state_dict())
+    initial = {n: p.detach().clone() for n, p in default.named_parameters()}
+    wrappers = {}
+    for model, is_fused in ((default, False), (fused, True)):
+        wrappers[is_fused] = detection_optim_wrapper(model, is_fused, device)
+        assert wrappers[is_fused].optimizer.defaults['fused'] is is_fused
+    for step in range(4):
+        x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(step)).to(device)
+        if step == 2 and device == 'cuda':
+            x[0, 0, 0, 0] = float('inf')  # non-finite gradients: the scaler skips this step
+        for model, is_fused in ((default, False), (fused, True)):
+            wrapper = wrappers[is_fused]
+            with wrapper.optim_context(model):
+                loss = model(x).square().mean()
+            wrapper.update_params(loss)
+    for (name, p), q in zip(default.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+        assert torch.isfinite(p).all() and not torch.equal(p, initial[name]), name
+    if device == 'cuda':
+        scales = [w.loss_scaler.get_scale() for w in wrappers.values()]
+        assert scales[0] == scales[1] < 65536.0  # the overflow halved both scales

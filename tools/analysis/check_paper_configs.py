@@ -213,6 +213,8 @@ def schedule(cfg: Config, iters: int, args, cuda: bool):
                if k in cfg.optim_wrapper}
     wrapper['optimizer'] = dict(type='AdamW', lr=args.lr, betas=(0.9, 0.999),
                                 weight_decay=args.weight_decay)
+    if cfg.optim_wrapper.optimizer.get('fused'):  # the config's implementation of the update
+        wrapper['optimizer']['fused'] = True
     if cuda:  # AmpOptimWrapper needs an accelerator; mmcv's RoIAlign has no bf16 kernel
         wrapper.update(type='AmpOptimWrapper', dtype='float16', loss_scale='dynamic')
     else:

@@ -178,3 +178,27 @@ def test_fuse_folds_batchnorm_without_changing_outputs():
     for a, b, c in zip(before, after, again):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('size', [(3, 4), (5, 7)])  # D = 16 > L = 12; D < L = 35
+def test_lower_triangular_context_takes_the_masks_values(dtype, size):
+    """The lower-triangular weights built with triu give the values and alpha gradients of the
+    mask product M^T * alpha (Eq. 8, 10) bit for bit, where D > L and where D < L."""
+    torch.manual_seed(2)
+    block = VMISA(8, 2, alpha_grid=(4, 5)).to(dtype)
+    qk = torch.randn(2, 16, *size, dtype=dtype)
+    h, w = size
+
+    def by_mask():
+        mask = build_mask('lower_triangular', h * w, 16, dtype=dtype)
+        weight = mask.t() * block.token_weights((h, w)).to(dtype)
+        return (qk.flatten(2) * weight).sum(-1).reshape(2, 16, 1, 1)
+
+    results = []
+    for context in (block.context_vector(qk), by_mask()):
+        block.alpha.grad = None
+        (context * torch.linspace(-1, 1, 32, dtype=dtype).reshape(2, 16, 1, 1)).sum().backward()
+        results.append((context.detach(), block.alpha.grad.clone()))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])

@@ -231,8 +231,15 @@ class VMISA(nn.Module):
     def context_vector(self, qk: torch.Tensor) -> torch.Tensor:
         """c_v = sum_t alpha_t * M_t * (Q*K)_t (Eq. 10). qk (B, D, H, W) -> (B, D, 1, 1)."""
         b, d, h, w = qk.shape
-        mask = build_mask(self.mask_kind, h * w, d, qk.device, qk.dtype)  # (L, D)
-        weight = mask.t() * self.token_weights((h, w)).to(qk.dtype)       # (D, L)
+        alpha = self.token_weights((h, w)).to(qk.dtype)
+        if self.mask_kind == 'lower_triangular':
+            # M^T[n, t] = 1 iff n <= t: alpha on and above the diagonal, the values of
+            # M^T * alpha in two operators instead of the mask's eight (an eager training step
+            # of a detector dispatches each one, every block, forward and backward)
+            weight = alpha.expand(d, h * w).triu()                          # (D, L)
+        else:
+            mask = build_mask(self.mask_kind, h * w, d, qk.device, qk.dtype)  # (L, D)
+            weight = mask.t() * alpha                                          # (D, L)
         return (qk.flatten(2) * weight).sum(-1).reshape(b, d, 1, 1)
 
     def recurrent_context(self, qk: torch.Tensor) -> torch.Tensor:

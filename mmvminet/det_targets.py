@@ -15,6 +15,13 @@ one copy left is the masks' own upload; nothing is copied back to the host. Poly
 mmdet's path. ``use_device_mask_targets`` points ``FCNMaskHead`` (and its subclasses) at it, or
 back.
 
+Before the step, mmdet's ``DetDataPreprocessor`` (``pad_mask=True``: Mask R-CNN's configs) pads
+every image's masks to the batch's size on the host, one ``mmcv.impad`` per mask (15 ms for ten
+800x1200 masks on this project's CI CPU), so that the device waits for it. ``pad_gt_masks``
+wraps each image's ``BitmapMasks`` in ``DevicePaddedMasks`` instead: the size of mmdet's padded
+masks, the padding done by ``mask_target`` on the device (the same zeros at the same places,
+so the same targets), or by mmdet's own code if anything reads ``.masks`` on the host.
+
 ``assign_wrt_overlaps`` is ``MaxIoUAssigner``'s (the RPN's and the RoI head's assigner) without
 its syncs: mmdet's loops over the ground truths for the low-quality matches (step 4), reading
 each one's best IoU on the host and assigning through a boolean mask (a ``nonzero``, a second
@@ -23,20 +30,73 @@ truth takes every prior it overlaps best, a later one overriding an earlier", is
 maximum over the (G, N) matrix, and the other steps are ``torch.where``: the same assignment,
 nothing read back. ``use_sync_free_assigner`` patches ``MaxIoUAssigner`` (and its subclasses).
 
-``use_fast_det_train`` switches both, and ``mmvminet.det_rpn``'s cached anchors and batched RPN
+``use_fast_det_train`` switches these three, and ``mmvminet.det_rpn``'s cached anchors and batched RPN
 proposals; ``mmvminet.hooks.FastDetTrainHook`` does so for a run.
 """
 from typing import List, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmcv.ops import roi_align
+from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmdet.models.roi_heads.mask_heads import fcn_mask_head
 from mmdet.models.task_modules.assigners import AssignResult, MaxIoUAssigner
 from mmdet.structures.mask import BitmapMasks
 from mmdet.structures.mask import mask_target as mmdet_mask_target
 from mmdet.structures.mask.mask_target import mask_target_single as mmdet_mask_target_single
 from torch.nn.modules.utils import _pair
+
+
+class DevicePaddedMasks(BitmapMasks):
+    """The ``BitmapMasks`` that mmdet's ``BitmapMasks.pad(pad_shape, pad_val)`` returns, padded
+    only when needed: ``mask_target`` pads ``unpadded`` on the device, and reading ``.masks`` on
+    the host pads it there as mmdet does (once). ``height`` and ``width`` are the padded size.
+
+    Shapes: unpadded (N, h, w) uint8 -> masks (N, height, width), height >= h, width >= w.
+    """
+
+    def __init__(self, masks: BitmapMasks, pad_shape: Sequence[int], pad_val: int = 0):
+        self.unpadded = masks.masks
+        self.height, self.width = (int(n) for n in pad_shape[:2])
+        self.pad_val = pad_val
+        self._padded = None
+
+    @property
+    def masks(self) -> np.ndarray:
+        if self._padded is None:
+            height, width = self.unpadded.shape[1:]
+            self._padded = BitmapMasks(self.unpadded, height, width).pad(
+                (self.height, self.width), pad_val=self.pad_val).masks
+        return self._padded
+
+    def __len__(self) -> int:
+        return len(self.unpadded)
+
+    def to_device(self, device) -> torch.Tensor:
+        """(N, height, width) uint8 on ``device``: the unpadded masks uploaded, padded there."""
+        masks = torch.from_numpy(np.ascontiguousarray(self.unpadded)).to(device)
+        height, width = masks.shape[1:]
+        return F.pad(masks, (0, self.width - width, 0, self.height - height), value=self.pad_val)
+
+
+MMDET_PAD_GT_MASKS = DetDataPreprocessor.pad_gt_masks
+
+
+def pad_gt_masks(self: DetDataPreprocessor, batch_data_samples) -> None:
+    """``DetDataPreprocessor.pad_gt_masks`` with each image's ``BitmapMasks`` wrapped in
+    ``DevicePaddedMasks`` (padded on the device by ``mask_target``) instead of padded on the
+    host; other kinds of masks are padded by mmdet's code."""
+    if 'masks' not in batch_data_samples[0].gt_instances:
+        return
+    for sample in batch_data_samples:
+        masks = sample.gt_instances.masks
+        if type(masks) is BitmapMasks:
+            sample.gt_instances.masks = DevicePaddedMasks(masks, sample.batch_input_shape,
+                                                          self.mask_pad_value)
+        else:
+            sample.gt_instances.masks = masks.pad(sample.batch_input_shape,
+                                                  pad_val=self.mask_pad_value)
 
 
 def mask_target_single(pos_proposals: torch.Tensor, pos_assigned_gt_inds: torch.Tensor,
@@ -54,7 +114,10 @@ def mask_target_single(pos_proposals: torch.Tensor, pos_assigned_gt_inds: torch.
     bounds = torch.tensor([gt_masks.width, gt_masks.height] * 2, device=device, dtype=dtype)
     boxes = torch.minimum(pos_proposals.clamp(min=0), bounds)
     rois = torch.cat([pos_assigned_gt_inds.to(dtype)[:, None], boxes], dim=1)
-    masks = torch.from_numpy(np.ascontiguousarray(gt_masks.masks)).to(device)
+    if isinstance(gt_masks, DevicePaddedMasks):
+        masks = gt_masks.to_device(device)
+    else:
+        masks = torch.from_numpy(np.ascontiguousarray(gt_masks.masks)).to(device)
     targets = roi_align(masks.to(dtype)[:, None], rois, mask_size, 1.0, 0, 'avg',
                         True).squeeze(1)
     if not cfg.get('soft_mask_target', False):
@@ -72,8 +135,10 @@ def mask_target(pos_proposals_list: Sequence[torch.Tensor],
 
 
 def use_device_mask_targets(enabled: bool = True):
-    """Point ``FCNMaskHead.get_targets`` at this ``mask_target``, or back at mmdet's."""
+    """Point ``FCNMaskHead.get_targets`` at this ``mask_target`` and ``DetDataPreprocessor`` at
+    this ``pad_gt_masks``, or both back at mmdet's."""
     fcn_mask_head.mask_target = mask_target if enabled else mmdet_mask_target
+    DetDataPreprocessor.pad_gt_masks = pad_gt_masks if enabled else MMDET_PAD_GT_MASKS
 
 
 MMDET_ASSIGN_WRT_OVERLAPS = MaxIoUAssigner.assign_wrt_overlaps

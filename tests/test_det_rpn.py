@@ -1,4 +1,6 @@
 """mmvminet.det_rpn: cached anchors and batched RPN proposals give mmdet's values exactly."""
+import copy
+
 import pytest
 import torch
 from mmengine.config import ConfigDict
@@ -142,8 +144,8 @@ def test_cached_anchors_equal_mmdets_and_stay_unchanged():
 
 def test_a_whole_training_step_is_unchanged_and_keeps_the_cache_intact():
     """Mask R-CNN's losses and gradients with the hook (all of its changes: these and
-    det_targets') equal mmdet's own path's, and the step leaves the cached anchors as they were
-    computed (no caller writes into them)."""
+    det_targets', the masks padded on the device included) equal mmdet's own path's, and the
+    step leaves the cached anchors as they were computed (no caller writes into them)."""
     from mmdet.testing import demo_mm_inputs
     from mmengine.config import Config
 
@@ -153,11 +155,13 @@ def test_a_whole_training_step_is_unchanged_and_keeps_the_cache_intact():
     model = build_model(cfg.model, 'mmdet').train()
     packed = demo_mm_inputs(2, [[3, 128, 160], [3, 112, 160]], num_items=[3, 4],
                             num_classes=3, with_mask=True)
-    batch = model.data_preprocessor(packed, True)
+    batches = []
 
     def losses_and_grads():
         model.zero_grad()
         torch.manual_seed(1)  # drop path and the samplers' draws
+        batch = model.data_preprocessor(copy.deepcopy(packed), True)  # it pads in place
+        batches.append(batch)
         losses = model.loss(batch['inputs'], batch['data_samples'])
         loss, _ = model.parse_losses(losses)
         loss.backward()
@@ -192,6 +196,12 @@ def test_a_whole_training_step_is_unchanged_and_keeps_the_cache_intact():
                 sizes, pad, device = key
                 expected = compute(generator, sizes, pad, device=device)
             assert all(torch.equal(a, b) for a, b in zip(cached, expected))
+    # the fast steps' masks were padded on the device only, the reference's on the host
+    for batch, padded_on_host in zip(batches, (True, False, False)):
+        for sample in batch['data_samples']:
+            masks = sample.gt_instances.masks
+            assert isinstance(masks, det_targets.DevicePaddedMasks) != padded_on_host
+            assert padded_on_host or masks._padded is None
     hook.after_run(None)
     assert RPNHead.predict_by_feat is det_rpn.MMDET_PREDICT_BY_FEAT
     assert AnchorGenerator.grid_priors is det_rpn.MMDET_GRID_PRIORS

@@ -64,6 +64,49 @@ def test_targets_equal_mmdets(device, soft):
         assert ((ours > 0) & (ours < 1)).any()
 
 
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('pad_val', [0, 1])
+def test_masks_padded_on_the_device_give_mmdets_padded_targets(device, pad_val):
+    """DevicePaddedMasks stands for mmdet's BitmapMasks.pad result: its size, its array when
+    read on the host, and, padded on the device by mask_target, its targets, with boxes that
+    reach into the padding (where padding changes roi_align's samples)."""
+    rng = np.random.default_rng(3)
+    boxes, inds, masks = image(rng, 67, 91, 5, 40, device)
+    boxes = boxes * 1.3  # further into the padding below and right
+    padded = masks.pad((96, 128), pad_val=pad_val)
+    lazy = det_targets.DevicePaddedMasks(masks, (96, 128, 3), pad_val)
+    assert (lazy.height, lazy.width, len(lazy)) == (96, 128, 5)
+    cfg = ConfigDict(mask_size=28)
+    ours = det_targets.mask_target([boxes], [inds], [lazy], cfg)
+    assert lazy._padded is None  # padded on the device only
+    assert torch.equal(ours, mask_target([boxes], [inds], [padded], cfg))
+    assert not torch.equal(ours, mask_target([boxes], [inds], [masks], cfg))  # padding counts
+    assert np.array_equal(lazy.masks, padded.masks)  # read on the host: mmdet's array
+    assert np.array_equal(lazy[[1, 3]].masks, padded[[1, 3]].masks)
+
+
+def test_the_preprocessor_leaves_bitmap_masks_to_the_device():
+    from mmdet.structures import DetDataSample
+    preprocessor = build_model(dict(type='DetDataPreprocessor', pad_mask=True,
+                                    pad_size_divisor=32), 'mmdet')
+    rng = np.random.default_rng(4)
+    samples = []
+    for masks in (image(rng, 67, 91, 3, 1, 'cpu')[2],
+                  PolygonMasks([[np.array([1.0, 1, 25, 2, 24, 22])]], 40, 50)):
+        sample = DetDataSample(metainfo=dict(img_shape=(masks.height, masks.width)))
+        sample.gt_instances = InstanceData(masks=masks, labels=torch.zeros(len(masks)).long())
+        samples.append(sample)
+    inputs = [torch.zeros(3, 67, 91, dtype=torch.uint8), torch.zeros(3, 40, 50, dtype=torch.uint8)]
+    det_targets.use_fast_det_train(True)
+    out = preprocessor(dict(inputs=inputs, data_samples=samples), training=True)
+    bitmap, polygon = (s.gt_instances.masks for s in out['data_samples'])
+    assert isinstance(bitmap, det_targets.DevicePaddedMasks)
+    assert (bitmap.height, bitmap.width) == (96, 96) == tuple(out['inputs'].shape[-2:])
+    assert type(polygon) is PolygonMasks and (polygon.height, polygon.width) == (96, 96)
+    det_targets.use_fast_det_train(False)
+    assert det_targets.DetDataPreprocessor.pad_gt_masks is det_targets.MMDET_PAD_GT_MASKS
+
+
 def test_polygon_masks_and_no_positives_keep_mmdets_path():
     boxes = torch.tensor([[2.0, 3.0, 20.0, 18.0]])
     polygons = PolygonMasks([[np.array([1.0, 1, 25, 2, 24, 22, 3, 20])]], 30, 30)

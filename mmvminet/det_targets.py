@@ -16,8 +16,8 @@ mmdet's path. ``use_device_mask_targets`` points ``FCNMaskHead`` (and its subcla
 back.
 
 Before the step, mmdet's ``DetDataPreprocessor`` (``pad_mask=True``: Mask R-CNN's configs) pads
-every image's masks to the batch's size on the host, one ``mmcv.impad`` per mask (15 ms for ten
-800x1200 masks on this project's CI CPU), so that the device waits for it. ``pad_gt_masks``
+every image's masks to the batch's size on the host, one ``mmcv.impad`` per mask, so that the
+device waits for it (the profile's "data preprocessor", docs/benchmarks.md). ``pad_gt_masks``
 wraps each image's ``BitmapMasks`` in ``DevicePaddedMasks`` instead: the size of mmdet's padded
 masks, the padding done by ``mask_target`` on the device (the same zeros at the same places,
 so the same targets), or by mmdet's own code if anything reads ``.masks`` on the host.
@@ -57,7 +57,8 @@ class DevicePaddedMasks(BitmapMasks):
     """
 
     def __init__(self, masks: BitmapMasks, pad_shape: Sequence[int], pad_val: int = 0):
-        self.unpadded = masks.masks
+        # padding mmdet's padded masks again pads the original ones to the new size
+        self.unpadded = masks.unpadded if isinstance(masks, DevicePaddedMasks) else masks.masks
         self.height, self.width = (int(n) for n in pad_shape[:2])
         self.pad_val = pad_val
         self._padded = None
@@ -91,7 +92,7 @@ def pad_gt_masks(self: DetDataPreprocessor, batch_data_samples) -> None:
         return
     for sample in batch_data_samples:
         masks = sample.gt_instances.masks
-        if type(masks) is BitmapMasks:
+        if type(masks) in (BitmapMasks, DevicePaddedMasks):  # a data sample padded again
             sample.gt_instances.masks = DevicePaddedMasks(masks, sample.batch_input_shape,
                                                           self.mask_pad_value)
         else:

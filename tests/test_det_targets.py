@@ -103,6 +103,10 @@ def test_the_preprocessor_leaves_bitmap_masks_to_the_device():
     assert isinstance(bitmap, det_targets.DevicePaddedMasks)
     assert (bitmap.height, bitmap.width) == (96, 96) == tuple(out['inputs'].shape[-2:])
     assert type(polygon) is PolygonMasks and (polygon.height, polygon.width) == (96, 96)
+    unpadded = bitmap.unpadded
+    again = preprocessor(out, training=True)  # a batch used twice (benchmark_dense.py)
+    masks = again['data_samples'][0].gt_instances.masks
+    assert masks.unpadded is unpadded and masks._padded is None
     det_targets.use_fast_det_train(False)
     assert det_targets.DetDataPreprocessor.pad_gt_masks is det_targets.MMDET_PAD_GT_MASKS
 

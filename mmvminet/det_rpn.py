@@ -17,14 +17,26 @@ operators than their arithmetic needs:
   removed, NMS across levels, ``max_per_img``). Every step is element-wise or row-wise, so each
   image gets the boxes, scores and order mmdet computes for it (``tests/test_det_rpn.py``).
 
-``use_fast_rpn`` switches both on, or mmdet's own code back; ``mmvminet.det_targets.
+* ``RPNHead.loss_by_feat`` computes each level's losses on its own (``multi_apply`` over the
+  five levels: per level a reshape of every target, the one-hot labels with a ``nonzero`` and
+  ``L1Loss``'s ``any`` check, two syncs), about 40 operators a level. ``batched_loss_by_feat``
+  takes mmdet's targets and computes the element-wise losses of all levels at once, in mmdet's
+  per-level order (level by level, each level's entries as mmdet flattens them), then sums each
+  level's part and divides it by the average factor as mmdet's ``weight_reduce_loss`` does: each
+  level's loss, the same per-level list mmdet returns, equal up to the rounding of the sums
+  (``tests/test_det_rpn.py``).
+
+``use_fast_rpn`` switches all three on, or mmdet's own code back; ``mmvminet.det_targets.
 use_fast_det_train`` (and so ``FastDetTrainHook``) includes it.
 """
 from collections import OrderedDict
 from typing import List, Optional, Sequence
 
 import torch
-from mmdet.models.dense_heads import RPNHead
+from mmdet.models.dense_heads import AnchorHead, RPNHead
+from mmdet.models.losses import CrossEntropyLoss, L1Loss
+from mmdet.models.losses.cross_entropy_loss import binary_cross_entropy
+from mmdet.models.losses.smooth_l1_loss import l1_loss
 from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
 from mmdet.models.task_modules.prior_generators import AnchorGenerator
 from mmengine.structures import InstanceData
@@ -35,6 +47,7 @@ CACHE_SIZE = 8
 MMDET_GRID_PRIORS = AnchorGenerator.grid_priors
 MMDET_VALID_FLAGS = AnchorGenerator.valid_flags
 MMDET_PREDICT_BY_FEAT = RPNHead.predict_by_feat
+MMDET_LOSS_BY_FEAT = RPNHead.loss_by_feat
 
 
 def _cached(generator: AnchorGenerator, kind: str, key, compute):
@@ -143,8 +156,72 @@ def batched_predict_by_feat(self: RPNHead, cls_scores: List[torch.Tensor],
     return results
 
 
+def _losses_batchable(head: RPNHead) -> bool:
+    """Whether ``head``'s losses are mmdet's RPN losses that ``batched_loss_by_feat`` reproduces:
+    per level, sigmoid cross-entropy and L1 on the deltas, averaged over the sampled anchors."""
+    cls, box = head.loss_cls, head.loss_bbox
+    return (type(head).loss_by_feat_single is AnchorHead.loss_by_feat_single
+            and not head.reg_decoded_bbox and type(cls) is CrossEntropyLoss and cls.use_sigmoid
+            and not cls.use_mask and cls.class_weight is None and not cls.avg_non_ignore
+            and cls.reduction == 'mean' and type(box) is L1Loss and box.reduction == 'mean')
+
+
+def _sum_per_level(losses: torch.Tensor, counts: List[int], avg_factor,
+                   loss_weight: float) -> List[torch.Tensor]:
+    """(N, k) element-wise losses, levels in turn -> per level, weight_reduce_loss's 'mean'
+    with ``avg_factor`` (the sum over avg_factor + eps), times the loss's weight."""
+    sums = torch.stack([part.sum() for part in losses.split(counts)])
+    eps = torch.finfo(torch.float32).eps
+    return list((loss_weight * (sums / (avg_factor + eps))).unbind())
+
+
+def batched_loss_by_feat(self: RPNHead, cls_scores: List[torch.Tensor],
+                         bbox_preds: List[torch.Tensor], batch_gt_instances,
+                         batch_img_metas: List[dict], batch_gt_instances_ignore=None) -> dict:
+    """``RPNHead.loss_by_feat`` with every level's element-wise losses computed at once.
+
+    Args:
+        cls_scores: per level, (B, A, H, W) objectness logits.
+        bbox_preds: per level, (B, A * 4, H, W) box deltas.
+
+    Returns:
+        ``loss_rpn_cls`` and ``loss_rpn_bbox``: per level, a scalar, as mmdet's.
+    """
+    if not _losses_batchable(self):
+        return MMDET_LOSS_BY_FEAT(self, cls_scores, bbox_preds, batch_gt_instances,
+                                  batch_img_metas, batch_gt_instances_ignore)
+    anchor_list, valid_flag_list = self.get_anchors(
+        [score.size()[-2:] for score in cls_scores], batch_img_metas,
+        device=cls_scores[0].device)
+    labels, label_weights, bbox_targets, bbox_weights, avg_factor = self.get_targets(
+        anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
+        batch_gt_instances_ignore=batch_gt_instances_ignore)
+
+    def levels_in_turn(per_level: List[torch.Tensor], width: int) -> torch.Tensor:
+        """per level (B, ..., width) -> (N, width), each level flattened as mmdet's
+        loss_by_feat_single flattens it (image by image), the levels one after another."""
+        return torch.cat([t.reshape(-1, width) for t in per_level])
+
+    def predictions(per_level: List[torch.Tensor], width: int) -> torch.Tensor:
+        return levels_in_turn([t.permute(0, 2, 3, 1) for t in per_level], width)
+
+    counts = [t.numel() for t in labels]  # B * H * W * A per level
+    loss_cls = binary_cross_entropy(
+        predictions(cls_scores, self.cls_out_channels), levels_in_turn(labels, 1).view(-1),
+        levels_in_turn(label_weights, 1).view(-1), reduction='none',
+        ignore_index=-100 if self.loss_cls.ignore_index is None else self.loss_cls.ignore_index)
+    loss_bbox = l1_loss(predictions(bbox_preds, self.bbox_coder.encode_size),
+                        levels_in_turn(bbox_targets, bbox_targets[0].size(-1)),
+                        levels_in_turn(bbox_weights, bbox_weights[0].size(-1)), reduction='none')
+    return dict(
+        loss_rpn_cls=_sum_per_level(loss_cls, counts, avg_factor, self.loss_cls.loss_weight),
+        loss_rpn_bbox=_sum_per_level(loss_bbox, counts, avg_factor, self.loss_bbox.loss_weight))
+
+
 def use_fast_rpn(enabled: bool = True):
-    """Cached anchors and batched RPN proposals (this module's), or mmdet's own code back."""
+    """Cached anchors, batched RPN proposals and losses (this module's), or mmdet's own code
+    back."""
     AnchorGenerator.grid_priors = cached_grid_priors if enabled else MMDET_GRID_PRIORS
     AnchorGenerator.valid_flags = cached_valid_flags if enabled else MMDET_VALID_FLAGS
     RPNHead.predict_by_feat = batched_predict_by_feat if enabled else MMDET_PREDICT_BY_FEAT
+    RPNHead.loss_by_feat = batched_loss_by_feat if enabled else MMDET_LOSS_BY_FEAT

@@ -1,4 +1,4 @@
-"""mmvminet.det_rpn: cached anchors and batched RPN proposals give mmdet's values exactly."""
+"""mmvminet.det_rpn: cached anchors, batched RPN proposals and losses give mmdet's values."""
 import copy
 
 import pytest
@@ -119,6 +119,74 @@ def test_other_heads_keep_mmdets_proposals(monkeypatch):
     assert calls == ['OwnStep', 'RPNHead']
 
 
+RPN_TRAIN = ConfigDict(
+    assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3,
+                  match_low_quality=True, ignore_iof_thr=-1),
+    sampler=dict(type='RandomSampler', num=256, pos_fraction=0.5, neg_pos_ub=-1,
+                 add_gt_as_proposals=False),
+    allowed_border=-1, pos_weight=-1, debug=False)
+
+
+def ground_truths(seed, counts, pad_hw):
+    from mmengine.structures import InstanceData
+    gen = torch.Generator().manual_seed(seed)
+    gts = []
+    for count in counts:
+        xy = torch.rand(count, 2, generator=gen) * torch.tensor(pad_hw[::-1]) * 0.7
+        wh = 8 + torch.rand(count, 2, generator=gen) * 40
+        gts.append(InstanceData(bboxes=torch.cat([xy, xy + wh], 1),
+                                labels=torch.zeros(count, dtype=torch.long)))
+    return gts
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('counts', [(3, 5), (0, 2), (0, 0)])  # (0, 0): no positive anywhere
+@pytest.mark.parametrize('bbox_loss_weight', [1.0, 2.0])
+def test_batched_losses_equal_mmdets(device, counts, bbox_loss_weight):
+    """Each level's two losses and the gradients of the logits and deltas, as mmdet's per-level
+    losses give them (the same sampled anchors: the same seed); up to the rounding of the
+    per-level sums, which on the CPU is none."""
+    head = build_model(dict(RPN, train_cfg=RPN_TRAIN,
+                            loss_bbox=dict(type='L1Loss', loss_weight=bbox_loss_weight)),
+                       'mmdet').to(device)
+    assert det_rpn._losses_batchable(head)
+    metas = [dict(img_shape=(96, 128), pad_shape=(96, 160)),
+             dict(img_shape=(96, 160), pad_shape=(96, 160))]
+    gts = [gt.to(device) for gt in ground_truths(3, counts, (96, 160))]
+    results = []
+    for loss_by_feat in (det_rpn.MMDET_LOSS_BY_FEAT, det_rpn.batched_loss_by_feat):
+        scores, deltas = rpn_outputs(0, 2, (96, 160), device)
+        for t in scores + deltas:
+            t.requires_grad_()
+        torch.manual_seed(5)  # the sampler's draws
+        losses = loss_by_feat(head, scores, deltas, gts, metas)
+        sum(losses['loss_rpn_cls'] + losses['loss_rpn_bbox']).backward()
+        results.append((losses, [t.grad for t in scores + deltas]))
+    (theirs, their_grads), (ours, our_grads) = results
+    exact = device == 'cpu'
+    for key in ('loss_rpn_cls', 'loss_rpn_bbox'):
+        assert len(ours[key]) == len(theirs[key]) == 5
+        for a, b in zip(ours[key], theirs[key]):
+            assert torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-6, atol=0), key
+    for a, b in zip(our_grads, their_grads):
+        assert torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-6, atol=1e-12)
+    assert all(loss > 0 for loss in ours['loss_rpn_cls'])
+    assert any(loss > 0 for loss in ours['loss_rpn_bbox']) == any(counts)
+
+
+def test_other_rpn_losses_keep_mmdets(monkeypatch):
+    calls = []
+    monkeypatch.setattr(det_rpn, 'MMDET_LOSS_BY_FEAT',
+                        lambda self, *args: calls.append(type(self.loss_bbox).__name__))
+    head = build_model(dict(RPN, train_cfg=RPN_TRAIN,
+                            loss_bbox=dict(type='SmoothL1Loss', beta=1.0 / 9.0)), 'mmdet')
+    assert not det_rpn._losses_batchable(head)
+    scores, deltas = rpn_outputs(0, 1, (64, 64), 'cpu')
+    det_rpn.batched_loss_by_feat(head, scores, deltas, ground_truths(0, [1], (64, 64)),
+                                 [dict(img_shape=(64, 64), pad_shape=(64, 64))])
+    assert calls == ['SmoothL1Loss']
+
+
 def test_cached_anchors_equal_mmdets_and_stay_unchanged():
     generator = AnchorGenerator(**{k: v for k, v in RPN['anchor_generator'].items()
                                    if k != 'type'})
@@ -174,6 +242,8 @@ def test_a_whole_training_step_is_unchanged_and_keeps_the_cache_intact():
     hook = FastDetTrainHook()
     hook.before_run(None)
     assert RPNHead.predict_by_feat is det_rpn.batched_predict_by_feat
+    assert RPNHead.loss_by_feat is det_rpn.batched_loss_by_feat
+    assert det_rpn._losses_batchable(model.rpn_head)
     assert AnchorGenerator.grid_priors is det_rpn.cached_grid_priors
     losses, grads = losses_and_grads()
     losses_again, _ = losses_and_grads()  # this time from the cached anchors
@@ -204,5 +274,6 @@ def test_a_whole_training_step_is_unchanged_and_keeps_the_cache_intact():
             assert padded_on_host or masks._padded is None
     hook.after_run(None)
     assert RPNHead.predict_by_feat is det_rpn.MMDET_PREDICT_BY_FEAT
+    assert RPNHead.loss_by_feat is det_rpn.MMDET_LOSS_BY_FEAT
     assert AnchorGenerator.grid_priors is det_rpn.MMDET_GRID_PRIORS
     assert AnchorGenerator.valid_flags is det_rpn.MMDET_VALID_FLAGS

@@ -10,9 +10,10 @@ tools/data/make_shapes_dataset.py if --data has none), with tools/analysis/check
 settings (from scratch, AdamW, fp16 AMP on CUDA, fp32 on the CPU), for --iters iterations, and
 runs --profile-iters of the last ones under torch.profiler. Every part of the iteration runs in a
 ``record_function`` range of its own: the data loader, the hooks, ``train_step`` and inside it the
-data preprocessor (data to the device), backbone, neck, RPN head (forward, targets with their
-assigner and sampler, losses, proposals), RoI head (assigner, sampler, RoI extraction, bbox and
-mask heads, their targets and losses), loss parsing, backward, optimizer step.
+data preprocessor (data to the device), backbone, neck, RPN head (forward, ``loss_by_feat``
+with the targets, their assigner and sampler, and mmdet's per-level losses, proposals), RoI
+head (assigner, sampler, RoI extraction, bbox and mask heads, their targets and losses), loss
+parsing, backward, optimizer step.
 
 Per part and iteration it reports: host ms (wall time of the range, its sub-parts included), of
 which the host waited for the device (in ``cudaStreamSynchronize`` and the other syncs, after which
@@ -78,10 +79,13 @@ PARTS: List[Tuple[str, Optional[str], Callable, str]] = [
     ('neck', 'train_step', lambda r: r.model.neck, 'forward'),
     ('rpn head', 'train_step', lambda r: r.model.rpn_head, 'loss_and_predict'),
     ('rpn forward', 'rpn head', lambda r: r.model.rpn_head, 'forward'),
-    ('rpn targets', 'rpn head', lambda r: r.model.rpn_head, 'get_targets'),
+    # anchors, targets, losses: mmdet's per level (loss_by_feat_single), FastDetTrainHook's
+    # for all levels at once (mmvminet/det_rpn.py), so that only this row compares the two
+    ('rpn loss_by_feat', 'rpn head', lambda r: r.model.rpn_head, 'loss_by_feat'),
+    ('rpn targets', 'rpn loss_by_feat', lambda r: r.model.rpn_head, 'get_targets'),
     ('rpn assigner', 'rpn targets', lambda r: r.model.rpn_head.assigner, 'assign'),
     ('rpn sampler', 'rpn targets', lambda r: r.model.rpn_head.sampler, 'sample'),
-    ('rpn losses', 'rpn head', lambda r: r.model.rpn_head, 'loss_by_feat_single'),
+    ('rpn losses', 'rpn loss_by_feat', lambda r: r.model.rpn_head, 'loss_by_feat_single'),
     ('proposals', 'rpn head', lambda r: r.model.rpn_head, 'predict_by_feat'),
     ('roi head', 'train_step', lambda r: r.model.roi_head, 'loss'),
     ('roi assigner', 'roi head', lambda r: r.model.roi_head.bbox_assigner, 'assign'),

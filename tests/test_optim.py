@@ -1,4 +1,6 @@
 """mmvminet.optim: merged parameter groups give the same updates as one group per parameter."""
+import copy
+
 import pytest
 import torch
 from mmengine.optim import build_optim_wrapper
@@ -126,3 +128,22 @@ def test_fused_adamw_gives_the_default_updates(device):
     if device == 'cuda':
         scales = [w.loss_scaler.get_scale() for w in wrappers.values()]
         assert scales[0] == scales[1] < 65536.0  # the overflow halved both scales
+
+
+def test_a_foreach_adamw_state_resumes_under_fused():
+    """Checkpoints written before the detection schedule named fused AdamW resume under it: the
+    same moments and step counts, the next update as the default AdamW's (up to rounding)."""
+    torch.manual_seed(0)
+    before, after = Net(), Net()
+    after.load_state_dict(before.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    old = detection_optim_wrapper(before, False, 'cpu')
+    old.update_params(before(x).square().mean())
+    resumed = detection_optim_wrapper(after, True, 'cpu')
+    after.load_state_dict(before.state_dict())
+    resumed.load_state_dict(copy.deepcopy(old.state_dict()))  # as from a checkpoint file
+    for model, wrapper in ((before, old), (after, resumed)):
+        wrapper.update_params(model(x).square().mean())
+    for (name, p), q in zip(before.named_parameters(), after.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+    assert all(float(s['step']) == 2 for s in resumed.optimizer.state.values())

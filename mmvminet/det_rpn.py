@@ -1,8 +1,8 @@
-"""The RPN's anchors and proposals with fewer host operations: mmdet's values, batched.
+"""The RPN's anchors, proposals and losses with fewer host operations: mmdet's values, batched.
 
 A Mask R-CNN training step on a GPU waits on the host, which dispatches its operators one by one
-(docs/benchmarks.md, "Mask R-CNN's training step"). Two parts of mmdet's RPN dispatch far more
-operators than their arithmetic needs:
+(docs/benchmarks.md, "Mask R-CNN's training step"). Three parts of mmdet's RPN dispatch far
+more operators than their arithmetic needs:
 
 * ``AnchorGenerator.grid_priors`` and ``valid_flags`` build every level's anchors and their valid
   flags again for every call (about ten operators a level, per call and, for the flags, per
@@ -16,7 +16,6 @@ operators than their arithmetic needs:
   own size, and then hands each image to mmdet's own ``_bbox_post_process`` (small boxes
   removed, NMS across levels, ``max_per_img``). Every step is element-wise or row-wise, so each
   image gets the boxes, scores and order mmdet computes for it (``tests/test_det_rpn.py``).
-
 * ``RPNHead.loss_by_feat`` computes each level's losses on its own (``multi_apply`` over the
   five levels: per level a reshape of every target, the one-hot labels with a ``nonzero`` and
   ``L1Loss``'s ``any`` check, two syncs), about 40 operators a level. ``batched_loss_by_feat``

@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 from mmengine.config import ConfigDict
+from mmengine.registry import DefaultScope
 
 from mmvminet import det_rpn, det_targets
 from mmvminet.hooks import FastDetTrainHook
@@ -110,7 +111,8 @@ def test_other_heads_keep_mmdets_proposals(monkeypatch):
 
     scores, deltas = rpn_outputs(0, 1, (64, 64), 'cpu')
     metas = [dict(img_shape=(64, 64))]
-    head = OwnStep(**{k: v for k, v in RPN.items() if k != 'type'})
+    with DefaultScope.overwrite_default_scope('mmdet'):  # its coder, by mmdet's registry
+        head = OwnStep(**{k: v for k, v in RPN.items() if k != 'type'})
     det_rpn.batched_predict_by_feat(head, scores, deltas, batch_img_metas=metas,
                                     cfg=proposal_cfg(100))
     plain = build_model(RPN, 'mmdet')

@@ -7,8 +7,9 @@ more operators than their arithmetic needs:
 * ``AnchorGenerator.grid_priors`` and ``valid_flags`` build every level's anchors and their valid
   flags again for every call (about ten operators a level, per call and, for the flags, per
   image), although they depend only on the feature-map sizes, the padded image size, the dtype
-  and the device. ``cached_grid_priors`` / ``cached_valid_flags`` keep the last few results and
-  return the same tensors for the same arguments.
+  and the device, and copy the base anchors from the CPU each time. ``cached_grid_priors`` /
+  ``cached_valid_flags`` keep the last few results and return the same tensors for the same
+  arguments, and the base anchors stay on the device.
 * ``RPNHead.predict_by_feat`` (proposals, every training step) runs, per image and per level,
   its reshape, sigmoid, sort, top-k selection and gathers, then the box decoding per image.
   ``batched_predict_by_feat`` runs each level's steps once for the whole batch (a sort along
@@ -66,8 +67,14 @@ def cached_grid_priors(self: AnchorGenerator, featmap_sizes, dtype: torch.dtype 
     """``AnchorGenerator.grid_priors``: per level, (H * W * A, 4) anchors, computed once per
     feature-map sizes, dtype and device."""
     key = (tuple(tuple(size) for size in featmap_sizes), dtype, torch.device(device))
-    return _cached(self, 'grid_priors', key,
-                   lambda: MMDET_GRID_PRIORS(self, featmap_sizes, dtype=dtype, device=device))
+
+    def compute():
+        # mmdet copies each level's base anchors from the CPU in every call, a blocking copy
+        # that waits for the queued kernels: kept on the device instead (the same values)
+        self.base_anchors = [anchors.to(device) for anchors in self.base_anchors]
+        return MMDET_GRID_PRIORS(self, featmap_sizes, dtype=dtype, device=device)
+
+    return _cached(self, 'grid_priors', key, compute)
 
 
 def cached_valid_flags(self: AnchorGenerator, featmap_sizes, pad_shape: Sequence[int],

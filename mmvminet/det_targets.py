@@ -48,6 +48,15 @@ from mmdet.structures.mask.mask_target import mask_target_single as mmdet_mask_t
 from torch.nn.modules.utils import _pair
 
 
+def upload(array: np.ndarray, device) -> torch.Tensor:
+    """``array`` on ``device``. To a GPU through pinned memory without blocking: a plain
+    ``.to(device)`` of pageable memory waits for every kernel queued before it."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if torch.device(device).type != 'cuda':
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 class DevicePaddedMasks(BitmapMasks):
     """The ``BitmapMasks`` that mmdet's ``BitmapMasks.pad(pad_shape, pad_val)`` returns, padded
     only when needed: ``mask_target`` pads ``unpadded`` on the device, and reading ``.masks`` on
@@ -76,7 +85,7 @@ class DevicePaddedMasks(BitmapMasks):
 
     def to_device(self, device) -> torch.Tensor:
         """(N, height, width) uint8 on ``device``: the unpadded masks uploaded, padded there."""
-        masks = torch.from_numpy(np.ascontiguousarray(self.unpadded)).to(device)
+        masks = upload(self.unpadded, device)
         height, width = masks.shape[1:]
         return F.pad(masks, (0, self.width - width, 0, self.height - height), value=self.pad_val)
 
@@ -112,13 +121,15 @@ def mask_target_single(pos_proposals: torch.Tensor, pos_assigned_gt_inds: torch.
         return pos_proposals.new_zeros((0, ) + mask_size)
     device, dtype = pos_proposals.device, pos_proposals.dtype
     # mmdet clips x to [0, W] and y to [0, H] (np.clip of the proposals' own dtype)
-    bounds = torch.tensor([gt_masks.width, gt_masks.height] * 2, device=device, dtype=dtype)
-    boxes = torch.minimum(pos_proposals.clamp(min=0), bounds)
+    # (clamps by Python numbers: a tensor of the bounds would be a blocking copy to the device)
+    boxes = pos_proposals.clamp(min=0)
+    boxes[:, 0::2].clamp_(max=gt_masks.width)
+    boxes[:, 1::2].clamp_(max=gt_masks.height)
     rois = torch.cat([pos_assigned_gt_inds.to(dtype)[:, None], boxes], dim=1)
     if isinstance(gt_masks, DevicePaddedMasks):
         masks = gt_masks.to_device(device)
     else:
-        masks = torch.from_numpy(np.ascontiguousarray(gt_masks.masks)).to(device)
+        masks = upload(gt_masks.masks, device)
     targets = roi_align(masks.to(dtype)[:, None], rois, mask_size, 1.0, 0, 'avg',
                         True).squeeze(1)
     if not cfg.get('soft_mask_target', False):

@@ -212,6 +212,22 @@ def test_cached_anchors_equal_mmdets_and_stay_unchanged():
     assert det_rpn.cached_grid_priors(generator, sizes, device='cpu')[0] is not first[0]
 
 
+@pytest.mark.gpu
+def test_cached_anchors_keep_their_base_anchors_on_the_gpu():
+    """No copy from the CPU when new sizes come: the base anchors move to the GPU once."""
+    generator = AnchorGenerator(**{k: v for k, v in RPN['anchor_generator'].items()
+                                   if k != 'type'})
+    sizes = [(24, 40), (12, 20), (6, 10), (3, 5), (2, 3)]
+    expected = det_rpn.MMDET_GRID_PRIORS(generator, sizes, device='cuda')
+    ours = det_rpn.cached_grid_priors(generator, sizes, device='cuda')
+    assert all(a.is_cuda for a in generator.base_anchors)
+    assert all(torch.equal(a, b) for a, b in zip(ours, expected))
+    other = [(h + 1, w) for h, w in sizes]
+    assert all(torch.equal(a, b) for a, b in zip(
+        det_rpn.cached_grid_priors(generator, other, dtype=torch.float16, device='cuda'),
+        det_rpn.MMDET_GRID_PRIORS(generator, other, dtype=torch.float16, device='cuda')))
+
+
 def test_a_whole_training_step_is_unchanged_and_keeps_the_cache_intact():
     """Mask R-CNN's losses and gradients with the hook (all of its changes: these and
     det_targets', the masks padded on the device included) equal mmdet's own path's, and the

@@ -30,8 +30,8 @@ truth takes every prior it overlaps best, a later one overriding an earlier", is
 maximum over the (G, N) matrix, and the other steps are ``torch.where``: the same assignment,
 nothing read back. ``use_sync_free_assigner`` patches ``MaxIoUAssigner`` (and its subclasses).
 
-``use_fast_det_train`` switches these three, and ``mmvminet.det_rpn``'s cached anchors and batched RPN
-proposals; ``mmvminet.hooks.FastDetTrainHook`` does so for a run.
+``use_fast_det_train`` switches these three and ``mmvminet.det_rpn``'s cached anchors and
+batched RPN proposals and losses; ``mmvminet.hooks.FastDetTrainHook`` does so for a run.
 """
 from typing import List, Sequence
 
@@ -120,8 +120,8 @@ def mask_target_single(pos_proposals: torch.Tensor, pos_assigned_gt_inds: torch.
     if pos_proposals.size(0) == 0:
         return pos_proposals.new_zeros((0, ) + mask_size)
     device, dtype = pos_proposals.device, pos_proposals.dtype
-    # mmdet clips x to [0, W] and y to [0, H] (np.clip of the proposals' own dtype)
-    # (clamps by Python numbers: a tensor of the bounds would be a blocking copy to the device)
+    # mmdet clips x to [0, W] and y to [0, H] (np.clip of the proposals' own dtype); by Python
+    # numbers, since a tensor of the bounds would be a blocking copy to the device
     boxes = pos_proposals.clamp(min=0)
     boxes[:, 0::2].clamp_(max=gt_masks.width)
     boxes[:, 1::2].clamp_(max=gt_masks.height)

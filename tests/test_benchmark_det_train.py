@@ -62,25 +62,37 @@ def test_bad_arguments_are_refused(capsys):
     assert 'no config at configs/no_such_config.py' in capsys.readouterr().err
 
 
-def test_cpu_run_of_the_hooks_path_times_every_iteration(coco_data, tmp_path):
+def test_cpu_run_of_the_hooks_path_times_every_iteration_in_the_planned_shapes(coco_data,
+                                                                              tmp_path):
     out = tmp_path / 'bench.json'
     resize = 'train_dataloader.dataset.pipeline.2.scale=(320,192)'  # seconds on the CPU
-    result = bench.main(['configs/mask_rcnn_vminet_xs_1x.py', '--data', str(coco_data),
-                         '--iters', '3', '--steady-from', '1', '--batch', '1',
-                         '--loader-workers', '0', '--paths', 'fast', '--work-dir',
-                         str(tmp_path / 'w'), '--out', str(out), '--cfg-options', resize])
+    argv = ['configs/mask_rcnn_vminet_xs_1x.py', '--data', str(coco_data), '--iters', '4',
+            '--steady-from', '1', '--batch', '2', '--loader-workers', '0', '--paths', 'fast',
+            '--work-dir', str(tmp_path / 'w'), '--out', str(out), '--cfg-options', resize]
+    result = bench.main(argv)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     (summary, ) = result['summaries']
     assert summary['path'] == 'fast' and result['speedup'] is None
-    assert len(summary['iterations']) == 3 and 0 < summary['loop_s'] < summary['process_s']
-    shapes = {tuple(row['shape']) for row in summary['iterations']}
-    assert all(max(s) <= 320 and min(s) <= 192 and s[0] % 32 == s[1] % 32 == 0 for s in shapes)
+    assert len(summary['iterations']) == 4 and 0 < summary['loop_s'] < summary['process_s']
     assert sum(row['ms'] for row in summary['iterations']) / 1e3 <= summary['loop_s']
+    # 3 images, 2 an iteration: the 4 iterations span 3 epochs, each shuffled anew; the plan,
+    # made without training, has the shapes the run met, in order
+    shapes = [row['shape'] for row in summary['iterations']]
+    assert all(max(s) <= 320 and min(s) <= 192 and s[0] % 32 == s[1] % 32 == 0 for s in shapes)
+    plan = bench.main(argv + ['--plan-shapes'])
+    assert plan['shapes'] == shapes and sum(plan['new_per_10']) == summary['shapes']
+    assert plan['epoch_starts'] == [3]  # 1-based: two batches an epoch, one of them of 1 image
     config = Config.fromfile(tmp_path / 'w' / 'fast' / 'config.py')
     assert dict(type='FastDetTrainHook') in config.custom_hooks
     resize_step = config.train_dataloader.dataset.pipeline[2]
     assert resize_step.type == 'Resize' and tuple(resize_step.scale) == (320, 192)
     assert 'speed-up' not in out.with_suffix('.md').read_text()
+
+
+def test_new_shapes_are_counted_per_ten_iterations():
+    shapes = [[800, 1088]] * 3 + [[800, 1216]] + [[800, 1088]] * 7 + [[1344, 800], [800, 1216]]
+    assert bench.new_shape_counts(shapes) == [2, 1]
+    assert bench.new_shape_counts(shapes, every=4) == [2, 0, 1, 0]
 
 
 def test_a_failing_path_names_its_log_and_its_error(coco_data, tmp_path):

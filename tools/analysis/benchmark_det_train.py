@@ -1,10 +1,10 @@
 """A detection config trained through tools/train.py's runner, mmdet's path against
 FastDetTrainHook's: every iteration timed, data loading included.
 
-    python tools/analysis/benchmark_det_train.py [CONFIG] [--data data/shapes_coco] [--iters 300]
-        [--steady-from 150] [--batch 2] [--loader-workers 8] [--num-train 64]
+    python tools/analysis/benchmark_det_train.py [CONFIG] [--data data/shapes_coco_400]
+        [--iters 200] [--steady-from 100] [--batch 2] [--loader-workers 8] [--num-train 400]
         [--paths mmdet,fast] [--work-dir work_dirs/benchmark_det_train]
-        [--out benchmark_det_train.json] [--cfg-options KEY=VALUE ...]
+        [--out benchmark_det_train.json] [--cfg-options KEY=VALUE ...] [--plan-shapes]
 
 Each path trains CONFIG (default ``configs/mask_rcnn_vminet_s_1x.py``) in a process of its own,
 so that neither finds the other's caches warm (cuDNN's plans are made per input shape), with
@@ -20,7 +20,13 @@ pays once for it (cuDNN chooses its convolution plans per shape; a long run has 
 early). So the report gives, per path: the training loop's wall time; the mean and median
 iteration from --steady-from on; the mean of the iterations whose batch shape had been seen before
 (what most of a 12-epoch run is) and of those that met a new one; the mean wait for data; and
-the speed-up of the hook's path over mmdet's for each.
+the speed-up of the hook's path over mmdet's for each. --plan-shapes says beforehand, without
+training (seconds on a CPU), which iterations of the run will meet a new padded shape (from the
+images' sizes and the runner's seeded sampler), to choose --iters and --steady-from. The defaults
+keep the run in one epoch of 400 scenes: at each new epoch mmengine's iteration-based loop sleeps
+2 s (its endless data iterator, against a deadlock), which a small dataset meets often and which
+shows as that iteration's wait for data. 200 iterations of them meet 33 padded shapes, 29 in the
+first 100 and one in each of 4 of the last 100 (the split by seen and new shapes keeps those apart).
 
 Writes the iterations, the summaries, the device, versions and command to --out (JSON) and a
 markdown table to --out with .md.
@@ -35,7 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -57,15 +63,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', nargs='?', default='configs/mask_rcnn_vminet_s_1x.py',
                         help='a two-stage mmdet config (default: %(default)s)')
-    parser.add_argument('--data', default='data/shapes_coco',
+    parser.add_argument('--data', default='data/shapes_coco_400',
                         help='COCO-layout shapes data, made there if missing '
                         '(default: %(default)s)')
-    parser.add_argument('--iters', type=int, default=300, help='training iterations per path')
-    parser.add_argument('--steady-from', type=int, default=150,
+    parser.add_argument('--iters', type=int, default=200, help='training iterations per path')
+    parser.add_argument('--steady-from', type=int, default=100,
                         help='the iterations from this one on (0-based) make the steady mean')
     parser.add_argument('--batch', type=int, default=2, help='images per iteration')
     parser.add_argument('--loader-workers', type=int, default=8, help='dataloader workers')
-    parser.add_argument('--num-train', type=int, default=64,
+    parser.add_argument('--num-train', type=int, default=400,
                         help='training scenes to make if --data has none')
     parser.add_argument('--paths', default='mmdet,fast',
                         help='comma separated, in this order: some of mmdet (mmdet\'s own code), '
@@ -76,6 +82,9 @@ def parse_args(argv=None):
                         help='the JSON report; the markdown table goes next to it (.md)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='KEY=VALUE pairs merged into the prepared config of both paths')
+    parser.add_argument('--plan-shapes', action='store_true',
+                        help='only say which of the --iters batches meet a new padded shape, '
+                        'from the images\' sizes and the seeded sampler, without training')
     parser.add_argument('--child', choices=list(PATHS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.paths = [p.strip() for p in args.paths.split(',') if p.strip()]
@@ -124,18 +133,72 @@ class IterationClock(Hook):
         self.loop_end = time.perf_counter()
 
 
-def run_path(args) -> Dict:
-    """Train args.child's path; its iterations and loop time."""
+def path_config(args, path: str):
+    """profile_det_step's config of ``path`` with --cfg-options merged in."""
     import torch
-    from tools import train
     from tools.analysis import profile_det_step
-    cuda = torch.cuda.is_available()
     cfg = profile_det_step.prepare_config(
         argparse.Namespace(config=args.config, data=args.data, batch=args.batch,
                            loader_workers=args.loader_workers, iters=args.iters,
-                           fast_det_train=PATHS[args.child]), cuda)
+                           fast_det_train=PATHS[path]), torch.cuda.is_available())
     cfg.default_hooks.logger.interval = 50
     cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def planned_shapes(cfg, iters: int) -> Tuple[List[List[int]], List[int]]:
+    """The padded shape of each of the first ``iters`` training batches in the order the
+    runner's loader gives them (its sampler and batch sampler seeded as the runner seeds them,
+    epoch after epoch), from the images' sizes and the pipeline's keep-ratio ``Resize``, as
+    mmcv rescales: no image is read. Also the (0-based) iterations that begin a new epoch after
+    the first."""
+    from mmcv.image.geometric import rescale_size
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    resizes = [step for step in cfg.train_dataloader.dataset.pipeline if step['type'] == 'Resize']
+    if len(resizes) != 1 or not resizes[0].get('keep_ratio') or 'scale' not in resizes[0]:
+        raise ValueError('planning the batch shapes needs one keep-ratio Resize with a scale in '
+                         'the training pipeline')
+    seed = cfg.get('randomness', {}).get('seed')
+    if seed is None:
+        raise ValueError('planning the batch shapes needs a seeded run (randomness.seed)')
+    scale = tuple(resizes[0]['scale'])
+    divisor = cfg.model.data_preprocessor.get('pad_size_divisor') or 1
+    pad = lambda n: -(-n // divisor) * divisor  # noqa: E731
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    loader = Runner.build_dataloader(cfg.train_dataloader, seed=seed)
+    dataset, shapes, epoch, epoch_starts = loader.dataset, [], 0, []
+    # the sampler that reshuffles: the loader's, or with a batch sampler (mmdet's aspect-ratio
+    # grouping) the one inside it, as the runner's endless iterator finds it at each new epoch
+    sampler = loader.sampler if hasattr(loader.sampler, 'set_epoch') \
+        else loader.batch_sampler.sampler
+    while len(shapes) < iters:
+        sampler.set_epoch(epoch)
+        if epoch:
+            epoch_starts.append(len(shapes))
+        for indices in loader.batch_sampler:
+            infos = [dataset.get_data_info(i) for i in indices]
+            sizes = [rescale_size((info['width'], info['height']), scale) for info in infos]
+            shapes.append([pad(max(h for _, h in sizes)), pad(max(w for w, _ in sizes))])
+            if len(shapes) == iters:
+                break
+        epoch += 1
+    return shapes, epoch_starts
+
+
+def new_shape_counts(shapes: List[List[int]], every: int = 10) -> List[int]:
+    """How many batches of each ``every`` iterations have a shape no earlier batch had."""
+    seen, new = set(), []
+    for shape in shapes:
+        new.append(tuple(shape) not in seen)
+        seen.add(tuple(shape))
+    return [sum(new[i:i + every]) for i in range(0, len(new), every)]
+
+
+def run_path(args) -> Dict:
+    """Train args.child's path; its iterations and loop time."""
+    from tools import train
+    cfg = path_config(args, args.child)
     work_dir = osp.join(args.work_dir, args.child)
     os.makedirs(work_dir, exist_ok=True)
     config_path = osp.join(work_dir, 'config.py')
@@ -208,6 +271,21 @@ def table(summaries: List[Dict], speedup: Optional[Dict]) -> str:
     return markdown(header, lines)
 
 
+def plan(args) -> Dict:
+    """--plan-shapes: print the new batch shapes per 10 iterations."""
+    shapes, epoch_starts = planned_shapes(path_config(args, args.paths[0]), args.iters)
+    counts = new_shape_counts(shapes)
+    last_new = max(i for i, shape in enumerate(shapes) if shape not in shapes[:i])
+    print(markdown(['iterations', 'batches of a new padded shape'],
+                   [[f'{10 * i + 1}-{min(10 * i + 10, len(shapes))}', str(n)]
+                    for i, n in enumerate(counts)]))
+    print(f'{len({tuple(s) for s in shapes})} padded shapes in {len(shapes)} iterations; the '
+          f'last new one at iteration {last_new + 1}; new epochs (each 2 s of mmengine\'s sleep) '
+          f'at iterations {[i + 1 for i in epoch_starts] or "none"} (1-based)')
+    return dict(shapes=shapes, new_per_10=counts, last_new_iteration=last_new + 1,
+                epoch_starts=[i + 1 for i in epoch_starts])
+
+
 def main(argv=None) -> Dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -220,6 +298,8 @@ def main(argv=None) -> Dict:
         shapes.generate(args.data, num_train_cls=0, num_val_cls=0,
                         num_train_scenes=args.num_train, num_val_scenes=2, layout='coco',
                         workers=min(8, os.cpu_count() or 1))
+    if args.plan_shapes:
+        return plan(args)
     summaries = []
     for path in args.paths:
         log_path = osp.join(args.work_dir, f'{path}.log')

@@ -89,6 +89,19 @@ def test_cpu_run_of_the_hooks_path_times_every_iteration_in_the_planned_shapes(c
     assert 'speed-up' not in out.with_suffix('.md').read_text()
 
 
+@pytest.mark.parametrize('pipeline, error', [
+    ([dict(type='Resize', scale=(1333, 800), keep_ratio=True),
+      dict(type='RandomCrop', crop_size=(384, 600))], r"also has \['RandomCrop'\]"),
+    ([dict(type='RandomResize', scale=(1333, 800), keep_ratio=True)], 'one keep-ratio Resize'),
+    ([dict(type='Resize', scale=(1333, 800), keep_ratio=False)], 'one keep-ratio Resize'),
+])
+def test_shapes_are_planned_only_for_a_keep_ratio_resize(pipeline, error):
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(pipeline=pipeline)),
+                      randomness=dict(seed=0), model=dict(data_preprocessor=dict())))
+    with pytest.raises(ValueError, match=error):
+        bench.planned_shapes(cfg, 10)
+
+
 def test_new_shapes_are_counted_per_ten_iterations():
     shapes = [[800, 1088]] * 3 + [[800, 1216]] + [[800, 1088]] * 7 + [[1344, 800], [800, 1216]]
     assert bench.new_shape_counts(shapes) == [2, 1]

@@ -55,6 +55,9 @@ from tools.analysis.benchmark import write_json  # noqa: E402
 from tools.analysis.benchmark_dense import markdown  # noqa: E402
 
 SCRIPT = 'tools/analysis/benchmark_det_train.py'
+#: words in the names of transforms that may change an image's size besides ``Resize``
+#: (RandomResize, RandomCrop, Pad, Expand, Mosaic, MixUp...): --plan-shapes refuses them
+RESHAPING_WORDS = ('Resize', 'Crop', 'Pad', 'Expand', 'Mosaic', 'MixUp', 'Affine', 'Rotate')
 #: --paths -> whether the run adds FastDetTrainHook (profile_det_step's --fast-det-train)
 PATHS = {'mmdet': False, 'fast': True}
 
@@ -155,10 +158,16 @@ def planned_shapes(cfg, iters: int) -> Tuple[List[List[int]], List[int]]:
     from mmcv.image.geometric import rescale_size
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
-    resizes = [step for step in cfg.train_dataloader.dataset.pipeline if step['type'] == 'Resize']
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    resizes = [step for step in pipeline if step['type'] == 'Resize']
     if len(resizes) != 1 or not resizes[0].get('keep_ratio') or 'scale' not in resizes[0]:
         raise ValueError('planning the batch shapes needs one keep-ratio Resize with a scale in '
                          'the training pipeline')
+    reshaping = [step['type'] for step in pipeline if step['type'] != 'Resize' and any(
+        word in step['type'] for word in RESHAPING_WORDS)]
+    if reshaping:
+        raise ValueError(f'planning the batch shapes knows only the Resize: the training '
+                         f'pipeline also has {reshaping}, which may change the image sizes')
     seed = cfg.get('randomness', {}).get('seed')
     if seed is None:
         raise ValueError('planning the batch shapes needs a seeded run (randomness.seed)')

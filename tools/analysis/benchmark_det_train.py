@@ -105,6 +105,21 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------------------------
 # One path, in its own process
 # ----------------------------------------------------------------------------------------------
+def batch_shape(sizes: List[Tuple[int, int]], divisor: int) -> List[int]:
+    """[H, W] of a batch of images of ``sizes`` (each (H, W)) as the data preprocessor pads it:
+    the largest height and width, rounded up to a multiple of ``divisor``."""
+    return [-(-max(size[i] for size in sizes) // divisor) * divisor for i in (0, 1)]
+
+
+def first_seen(shapes: List[List[int]]) -> List[bool]:
+    """Whether each batch shape is one that no earlier batch had."""
+    seen, new = set(), []
+    for shape in shapes:
+        new.append(tuple(shape) not in seen)
+        seen.add(tuple(shape))
+    return new
+
+
 class IterationClock(Hook):
     """A hook of the lowest priority: each iteration's end (after every other hook), its wait
     for the batch (from the previous iteration's end to this one's first hooks) and the batch's
@@ -121,11 +136,9 @@ class IterationClock(Hook):
         self.loop_begin = self.last_end = time.perf_counter()
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        sizes = [img.shape[-2:] for img in data_batch['inputs']]
-        pad = lambda n: -(-n // self.divisor) * self.divisor  # noqa: E731
+        sizes = [tuple(img.shape[-2:]) for img in data_batch['inputs']]
         self.rows.append(dict(data_ms=(time.perf_counter() - self.last_end) * 1e3,
-                              shape=[pad(max(s[0] for s in sizes)),
-                                     pad(max(s[1] for s in sizes))]))
+                              shape=batch_shape(sizes, self.divisor)))
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         now = time.perf_counter()
@@ -173,7 +186,6 @@ def planned_shapes(cfg, iters: int) -> Tuple[List[List[int]], List[int]]:
         raise ValueError('planning the batch shapes needs a seeded run (randomness.seed)')
     scale = tuple(resizes[0]['scale'])
     divisor = cfg.model.data_preprocessor.get('pad_size_divisor') or 1
-    pad = lambda n: -(-n // divisor) * divisor  # noqa: E731
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     loader = Runner.build_dataloader(cfg.train_dataloader, seed=seed)
     dataset, shapes, epoch, epoch_starts = loader.dataset, [], 0, []
@@ -187,8 +199,9 @@ def planned_shapes(cfg, iters: int) -> Tuple[List[List[int]], List[int]]:
             epoch_starts.append(len(shapes))
         for indices in loader.batch_sampler:
             infos = [dataset.get_data_info(i) for i in indices]
-            sizes = [rescale_size((info['width'], info['height']), scale) for info in infos]
-            shapes.append([pad(max(h for _, h in sizes)), pad(max(w for w, _ in sizes))])
+            sizes = [rescale_size((info['width'], info['height']), scale)[::-1]
+                     for info in infos]  # mmcv's (w, h) -> (h, w)
+            shapes.append(batch_shape(sizes, divisor))
             if len(shapes) == iters:
                 break
         epoch += 1
@@ -197,10 +210,7 @@ def planned_shapes(cfg, iters: int) -> Tuple[List[List[int]], List[int]]:
 
 def new_shape_counts(shapes: List[List[int]], every: int = 10) -> List[int]:
     """How many batches of each ``every`` iterations have a shape no earlier batch had."""
-    seen, new = set(), []
-    for shape in shapes:
-        new.append(tuple(shape) not in seen)
-        seen.add(tuple(shape))
+    new = first_seen(shapes)
     return [sum(new[i:i + every]) for i in range(0, len(new), every)]
 
 
@@ -234,15 +244,12 @@ def summarize(run: Dict, steady_from: int) -> Dict:
     """Means over the run's iterations: from ``steady_from`` on, of shapes seen before and of
     new shapes (the first iteration is the run's warm-up and counts in neither)."""
     rows = run['iterations']
-    seen, repeated, new = set(), [], []
-    for i, row in enumerate(rows):
-        shape = tuple(row['shape'])
-        if i:
-            (repeated if shape in seen else new).append(row['ms'])
-        seen.add(shape)
+    is_new = first_seen([row['shape'] for row in rows])
+    repeated = [row['ms'] for row, n in zip(rows[1:], is_new[1:]) if not n]
+    new = [row['ms'] for row, n in zip(rows[1:], is_new[1:]) if n]
     steady = rows[steady_from:]
     return dict(path=run['path'], iters=len(rows), loop_s=run['loop_s'],
-                process_s=run['process_s'], shapes=len(seen),
+                process_s=run['process_s'], shapes=sum(is_new),
                 steady_ms=mean([r['ms'] for r in steady]),
                 steady_median_ms=statistics.median([r['ms'] for r in steady]),
                 steady_data_ms=mean([r['data_ms'] for r in steady]),
@@ -284,11 +291,11 @@ def plan(args) -> Dict:
     """--plan-shapes: print the new batch shapes per 10 iterations."""
     shapes, epoch_starts = planned_shapes(path_config(args, args.paths[0]), args.iters)
     counts = new_shape_counts(shapes)
-    last_new = max(i for i, shape in enumerate(shapes) if shape not in shapes[:i])
+    last_new = max(i for i, new in enumerate(first_seen(shapes)) if new)
     print(markdown(['iterations', 'batches of a new padded shape'],
                    [[f'{10 * i + 1}-{min(10 * i + 10, len(shapes))}', str(n)]
                     for i, n in enumerate(counts)]))
-    print(f'{len({tuple(s) for s in shapes})} padded shapes in {len(shapes)} iterations; the '
+    print(f'{sum(counts)} padded shapes in {len(shapes)} iterations; the '
           f'last new one at iteration {last_new + 1}; new epochs (each 2 s of mmengine\'s sleep) '
           f'at iterations {[i + 1 for i in epoch_starts] or "none"} (1-based)')
     return dict(shapes=shapes, new_per_10=counts, last_new_iteration=last_new + 1,
